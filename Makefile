@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh machine: `make serve` and `make test`.
+# Every target installs what it needs first (idempotent: stamp files).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+MODEL_DIR ?= build
+STAMP := $(VENV)/.installed
+
+export MODEL_DIR
+
+.PHONY: help install sysdeps model triton gateway serve test bench clean
+
+help:
+	@echo "make serve   - install, build the embedded model, start Triton + gateway"
+	@echo "make test    - install, run every test"
+	@echo "make model   - build the tiny checkpoint, export it, fill the cpu-tier repository under $(MODEL_DIR)/"
+	@echo "make triton  - start tritonserver on 127.0.0.1 with $(MODEL_DIR)/model_repository"
+	@echo "make gateway - start the HTTP gateway alone (GATEWAY_PORT, default 8080)"
+	@echo "make bench   - run the benchmarks in bench/"
+
+# torch is pinned to the local CPU wheel first, so nothing later pulls a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[all]'
+	touch $@
+
+install: $(STAMP)
+
+# Test-only system tools: espeak-ng speaks the test utterances, sox converts them.
+sysdeps:
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all >/dev/null; }
+
+$(MODEL_DIR)/model_repository/.complete: $(STAMP)
+	$(PY) -m export all --out $(MODEL_DIR)
+
+model: $(MODEL_DIR)/model_repository/.complete
+
+triton: model
+	$(PY) -m launcher triton --repository $(MODEL_DIR)/model_repository
+
+gateway: $(STAMP)
+	$(PY) -m gateway
+
+serve: model
+	$(PY) -m launcher serve --repository $(MODEL_DIR)/model_repository
+
+test: $(STAMP) sysdeps
+	$(PY) -m pytest
+
+bench: model sysdeps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(MODEL_DIR)
