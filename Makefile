@@ -43,7 +43,11 @@ $(TOOLS)/helm:
 	chmod +x $(TOOLS)/helm $(TOOLS)/kubectl
 	rm -rf $(TOOLS)/pack
 
-tools: $(TOOLS)/helm
+# dclint: Docker Compose linter with the compose-spec schema built in.
+$(TOOLS)/node_modules/.bin/dclint:
+	npm install -q --no-audit --no-fund --prefix $(TOOLS) dclint@3.1.0
+
+tools: $(TOOLS)/helm $(TOOLS)/node_modules/.bin/dclint
 
 # Test-only system tools: espeak-ng speaks the test utterances, sox converts them.
 sysdeps:
