@@ -1,0 +1,26 @@
+"""`python -m gateway`: run the gateway under uvicorn with the settings' host and port."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.logging_setup import log_config
+from gateway.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config(settings.log_level),
+        # SIGTERM: uvicorn stops accepting at once, then waits this long for in-flight requests.
+        timeout_graceful_shutdown=settings.drain_timeout_s,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP routes: thin glue between the wire format and the serving logic."""

@@ -1,0 +1,67 @@
+"""POST /v1/chat/completions: text chat and audio question answering."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from gateway.chat import ChatService
+from gateway.dependencies import ChatDep, SettingsDep
+from gateway.disconnect import cancel_on_disconnect
+from gateway.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    ChunkDelta,
+    ErrorResponse,
+    dump,
+)
+from gateway.sse import event, sse_response
+from gateway.streaming import prefetch
+
+ROUTE = "/v1/chat/completions"
+router = APIRouter(tags=["chat"])
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)}
+
+
+async def _chunks(chat: ChatService, deltas: AsyncIterator[str], model: str) -> AsyncIterator[str]:
+    """Role chunk, content chunks, final chunk with finish_reason ([DONE] added by sse_response)."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def chunk(delta: ChunkDelta, finish: str | None = None) -> str:
+        return event(ChatCompletionChunk(
+            id=completion_id, created=created, model=model,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+        ))
+
+    yield chunk(ChunkDelta(role="assistant", content=""))
+    async for text in deltas:
+        yield chunk(ChunkDelta(content=text))
+    yield chunk(ChunkDelta(), finish="stop")
+
+
+@router.post(ROUTE, responses={
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}, **_ERRORS,
+}, summary="Chat, with audio input parts (OpenAI-compatible)")
+async def create_chat_completion(
+    request: Request, body: ChatCompletionRequest, chat: ChatDep, settings: SettingsDep
+) -> Response:
+    timeout = settings.limits.request_timeout_s
+    plan = await cancel_on_disconnect(request, chat.plan(body), timeout)
+    if body.stream:
+        deltas = await cancel_on_disconnect(request, prefetch(chat.stream(plan)), timeout)
+        return sse_response(_chunks(chat, deltas, body.model), done_marker=True)
+    answer = await cancel_on_disconnect(request, chat.answer(plan), timeout)
+    completion = ChatCompletion(
+        model=body.model, choices=[ChatChoice(message=AssistantMessage(content=answer))]
+    )
+    return JSONResponse(dump(completion))

@@ -1,0 +1,96 @@
+"""POST /v1/audio/transcriptions (OpenAI Audio API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from gateway.dependencies import SettingsDep, TranscriberDep
+from gateway.disconnect import cancel_on_disconnect
+from gateway.errors import PayloadTooLargeError
+from gateway.protocol import (
+    DurationUsage,
+    ErrorResponse,
+    ResponseFormat,
+    TranscriptionForm,
+    TranscriptionResponse,
+    TranscriptionVerboseResponse,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    dump,
+)
+from gateway.sse import event, sse_response
+from gateway.streaming import prefetch
+from gateway.subtitles import to_srt, to_vtt
+from gateway.transcription import PreparedAudio, Transcript, TranscriptionService, validate_form
+
+ROUTE = "/v1/audio/transcriptions"
+router = APIRouter(tags=["audio"])
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)}
+
+
+def render(transcript: Transcript, response_format: ResponseFormat) -> Response:
+    usage = DurationUsage(seconds=round(transcript.duration_s, 3))
+    match response_format:
+        case ResponseFormat.json:
+            return JSONResponse(dump(TranscriptionResponse(text=transcript.text, usage=usage)))
+        case ResponseFormat.verbose_json:
+            body = TranscriptionVerboseResponse(
+                duration=round(transcript.duration_s, 3), text=transcript.text,
+                segments=transcript.segments, usage=usage,
+            )
+            return JSONResponse(dump(body))
+        case ResponseFormat.text:
+            return PlainTextResponse(transcript.text + "\n")
+        case ResponseFormat.srt:
+            return PlainTextResponse(to_srt(transcript.segments), media_type="application/x-subrip")
+        case ResponseFormat.vtt:
+            return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
+
+
+async def _events(first: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`transcript.text.delta` events, then one `transcript.text.done` with the whole text."""
+    text: list[str] = []
+    async for delta in first:
+        text.append(delta)
+        yield event(TranscriptTextDelta(delta=delta))
+    yield event(TranscriptTextDone(text="".join(text)))
+
+
+@router.post(
+    ROUTE,
+    responses={200: {"content": {"application/json": {}, "text/plain": {}, "text/vtt": {},
+                                 "application/x-subrip": {}, "text/event-stream": {}}}, **_ERRORS},
+    summary="Transcribe audio (OpenAI-compatible)",
+)
+async def create_transcription(
+    request: Request,
+    form: Annotated[TranscriptionForm, Form(media_type="multipart/form-data")],
+    transcriber: TranscriberDep,
+    settings: SettingsDep,
+) -> Response:
+    validate_form(form, settings.model.id)
+    limit = settings.limits.max_upload_bytes
+    if form.file.size is not None and form.file.size > limit:
+        raise PayloadTooLargeError(f"file is larger than {limit} bytes", param="file")
+    timeout = settings.limits.request_timeout_s
+
+    if form.stream:
+        audio = await cancel_on_disconnect(request, _prepare(transcriber, form), timeout)
+        # The first delta is awaited here, so a failing Triton still gets a real HTTP status.
+        deltas = await cancel_on_disconnect(request, prefetch(transcriber.stream(audio)), timeout)
+        return sse_response(_events(deltas), done_marker=False)
+
+    async def work() -> Transcript:
+        return await transcriber.transcribe(await _prepare(transcriber, form))
+
+    transcript = await cancel_on_disconnect(request, work(), timeout)
+    return render(transcript, form.response_format)
+
+
+async def _prepare(transcriber: TranscriptionService, form: TranscriptionForm) -> PreparedAudio:
+    return await transcriber.prepare(form.file.file, param="file", route=ROUTE)

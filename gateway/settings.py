@@ -1,0 +1,137 @@
+"""Gateway settings: one pydantic-settings class, read from the environment.
+
+Every field is set with the prefix ``GATEWAY_`` and nested groups joined by ``__``,
+e.g. ``GATEWAY_TRITON__URL=triton:8001`` or ``GATEWAY_AUTH__API_KEYS='["k1","k2"]'``.
+The server's own host and port are top level: ``GATEWAY_HOST``, ``GATEWAY_PORT``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TritonSettings(BaseModel):
+    """Where and how the gateway reaches Triton Inference Server."""
+
+    url: str = Field(
+        default="127.0.0.1:8001",
+        description="Triton address as host:port (the gRPC port when protocol is grpc).",
+    )
+    protocol: Literal["grpc"] = Field(
+        default="grpc",
+        description="Client protocol. Only gRPC is supported: the streaming ensembles are decoupled, "
+        "which Triton serves over gRPC streams only.",
+    )
+    connect_timeout_s: PositiveFloat = Field(
+        default=2.0, description="Timeout of health/readiness calls to Triton, seconds."
+    )
+    infer_timeout_s: PositiveFloat = Field(
+        default=120.0,
+        description="Deadline of one Triton inference call (one audio piece or one chat answer), "
+        "seconds. Exceeding it answers 504.",
+    )
+    ready_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long /health/ready reuses its last Triton readiness answer, seconds.",
+    )
+    asr_model: str = Field(default="canary_qwen", description="Ensemble for whole transcriptions.")
+    asr_stream_model: str = Field(
+        default="canary_qwen_stream", description="Decoupled ensemble for streamed transcriptions."
+    )
+    chat_model: str = Field(default="canary_qwen_chat", description="Decoupled ensemble for chat (LLM mode).")
+
+
+class ModelSettings(BaseModel):
+    """What the gateway serves and how much it generates."""
+
+    id: str = Field(
+        default="canary-qwen-2.5b",
+        description="Model id listed by /v1/models and accepted in the `model` request field.",
+    )
+    asr_max_new_tokens: PositiveInt = Field(
+        default=256,
+        description="Token budget per transcribed piece (40 s of speech is well under 200 tokens).",
+    )
+    chat_max_new_tokens: PositiveInt = Field(
+        default=512,
+        description="Default and upper bound of chat answer length (request `max_completion_tokens`/`max_tokens`).",
+    )
+
+
+class LimitSettings(BaseModel):
+    """Resource limits; every one of them answers a clear 4xx when exceeded."""
+
+    max_upload_bytes: PositiveInt = Field(
+        default=25 * 1024 * 1024,
+        description="Largest audio upload in bytes (multipart file, or decoded base64 audio in chat). "
+        "Larger requests get 413 before their body is stored.",
+    )
+    max_audio_seconds: PositiveFloat = Field(
+        default=7200.0,
+        description="Longest decoded audio in seconds; checked while decoding (decode bombs get 413).",
+    )
+    piece_seconds: PositiveFloat = Field(
+        default=40.0,
+        description="Longest audio piece sent to the model; longer audio is cut at pauses.",
+    )
+    piece_concurrency: PositiveInt = Field(
+        default=4, description="Pieces of one request in flight to Triton at once."
+    )
+    max_concurrent_requests: PositiveInt = Field(
+        default=64,
+        description="Inference requests (/v1/audio, /v1/chat) handled at once; more get 429 with Retry-After.",
+    )
+    retry_after_s: PositiveInt = Field(default=1, description="Retry-After value sent with 429, seconds.")
+    request_timeout_s: PositiveFloat = Field(
+        default=600.0,
+        description="Whole-request deadline for non-streamed inference requests, seconds; exceeding it answers 504.",
+    )
+
+
+class AuthSettings(BaseModel):
+    """API keys. Empty list = no authentication."""
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description='Accepted bearer keys as a JSON list, e.g. GATEWAY_AUTH__API_KEYS=\'["k1"]\'. Never logged.',
+    )
+    protect_health: bool = Field(
+        default=False, description="Require a key on /health/* too (probes then need the header)."
+    )
+    protect_metrics: bool = Field(default=False, description="Require a key on /metrics too.")
+
+
+class CorsSettings(BaseModel):
+    """Cross-origin access for browser clients; off unless origins are listed."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list, description='Allowed origins as a JSON list, e.g. \'["https://app.example"]\'.'
+    )
+
+
+class Settings(BaseSettings):
+    """All gateway settings (env prefix GATEWAY_, nested delimiter __)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    host: str = Field(default="127.0.0.1", description="Listen address (0.0.0.0 in containers).")
+    port: int = Field(default=8080, ge=0, le=65535, description="Listen port.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the gateway and uvicorn."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: stop accepting, then wait this long for in-flight requests before exiting.",
+    )
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)

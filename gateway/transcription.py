@@ -1,0 +1,226 @@
+"""Transcription serving logic: validate the request, decode and cut the audio off
+the event loop, send the pieces to Triton (bounded concurrency), join in order.
+
+Routes stay thin: they call `TranscriptionService` and render its results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio
+import numpy as np
+
+from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
+from gateway.errors import APIError, BadRequestError
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import ResponseFormat, TranscriptionForm, TranscriptionSegment
+from gateway.settings import Settings
+from gateway.text_join import DeltaJoiner, join_pieces
+from gateway.triton_client import TritonClient
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_ENGLISH = {"en", "english"}
+_STREAMABLE = {ResponseFormat.json, ResponseFormat.text}
+
+
+class AudioInputError(APIError):
+    """An `AudioError` from the decoder, with the status and code it chose."""
+
+    error_type = "invalid_request_error"
+
+    def __init__(self, exc: AudioError, param: str) -> None:
+        super().__init__(exc.message, param=param, code=exc.code)
+        self.status_code = exc.status_code
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    duration_s: float
+    pieces: list[Piece]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    duration_s: float
+    segments: list[TranscriptionSegment]
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first real failure of a task group (the others were cancelled because of it)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def check_model(requested: str, served: str) -> None:
+    if requested != served:
+        raise BadRequestError(
+            f"model '{requested}' is not served here; use '{served}'", param="model", code="model_not_found"
+        )
+
+
+def validate_form(form: TranscriptionForm, served_model: str) -> None:
+    """Reject every parameter value Canary-Qwen cannot honour (never ignore one silently)."""
+    check_model(form.model, served_model)
+    if form.language is not None and form.language.strip().lower() not in _ENGLISH:
+        raise BadRequestError(
+            f"language '{form.language}' is not supported: this model transcribes English only (use 'en')",
+            param="language", code="unsupported_language",
+        )
+    if form.prompt:
+        raise BadRequestError(
+            "prompt is not supported: Canary-Qwen's transcription prompt is fixed", param="prompt",
+            code="unsupported_parameter",
+        )
+    if form.temperature not in (None, 0.0):
+        raise BadRequestError(
+            "temperature must be 0: decoding is greedy", param="temperature", code="unsupported_value"
+        )
+    for granularity in form.timestamp_granularities:
+        if granularity == "word":
+            raise BadRequestError(
+                "word timestamps are not supported: segments (one per audio piece) are",
+                param="timestamp_granularities[]", code="unsupported_value",
+            )
+        if granularity != "segment":
+            raise BadRequestError(
+                f"unknown timestamp granularity '{granularity}'", param="timestamp_granularities[]",
+                code="invalid_value",
+            )
+    if form.timestamp_granularities and form.response_format is not ResponseFormat.verbose_json:
+        raise BadRequestError(
+            "timestamp_granularities needs response_format=verbose_json",
+            param="timestamp_granularities[]", code="invalid_value",
+        )
+    if form.include:
+        raise BadRequestError(
+            f"include {form.include} is not supported (no logprobs)", param="include[]", code="unsupported_value"
+        )
+    if form.chunking_strategy not in (None, "auto"):
+        raise BadRequestError(
+            "chunking_strategy must be 'auto': audio is always cut at pauses by voice activity",
+            param="chunking_strategy", code="unsupported_value",
+        )
+    if form.stream and form.response_format not in _STREAMABLE:
+        raise BadRequestError(
+            f"stream=true works with response_format json or text, not {form.response_format.value}",
+            param="stream", code="unsupported_value",
+        )
+
+
+def segments_from(pieces: Sequence[Piece], texts: Sequence[str], token_counts: Sequence[int]) -> list[TranscriptionSegment]:
+    """One segment per piece that produced text, with its true offsets in the file."""
+    segments: list[TranscriptionSegment] = []
+    for piece, text, tokens in zip(pieces, texts, token_counts, strict=True):
+        if not text.strip():
+            continue
+        segments.append(
+            TranscriptionSegment(
+                id=len(segments),
+                seek=int(round(piece.start_s * 100)),  # Whisper's seek unit: 10 ms frames
+                start=round(piece.start_s, 3),
+                end=round(piece.end_s, 3),
+                text=text.strip(),
+                tokens=[],
+            )
+        )
+    return segments
+
+
+class TranscriptionService:
+    def __init__(self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics) -> None:
+        self._settings = settings
+        self._triton = triton
+        self._metrics = metrics
+
+    async def prepare(self, data: bytes | BinaryIO, *, param: str, route: str) -> PreparedAudio:
+        """Decode (duration capped while decoding) and cut at pauses, in a worker thread."""
+        limits = self._settings.limits
+        try:
+            decoded: DecodedAudio = await anyio.to_thread.run_sync(
+                lambda: decode_audio(data, max_seconds=limits.max_audio_seconds, target_rate=SAMPLE_RATE)
+            )
+        except AudioError as exc:
+            raise AudioInputError(exc, param) from exc
+        pieces: list[Piece] = await anyio.to_thread.run_sync(
+            split_on_pauses, decoded.samples, SAMPLE_RATE, limits.piece_seconds
+        )
+        self._metrics.audio_seconds.labels(route=route).inc(decoded.duration_s)
+        self._metrics.pieces.observe(len(pieces))
+        log.info("audio %.2f s in %d piece(s)", decoded.duration_s, len(pieces))
+        return PreparedAudio(duration_s=decoded.duration_s, pieces=pieces)
+
+    async def transcribe(self, audio: PreparedAudio) -> Transcript:
+        """All pieces concurrently (bounded), texts joined in order."""
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        max_new = self._settings.model.asr_max_new_tokens
+
+        async def one(samples: np.ndarray) -> tuple[str, int]:
+            async with gate:
+                result = await self._triton.transcribe(samples, max_new)
+                return result.text, result.token_count
+
+        # TaskGroup: the first failure (or our cancellation) cancels the other pieces.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(piece.samples)) for piece in audio.pieces]
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        results = [task.result() for task in tasks]
+        texts = [text for text, _ in results]
+        self._observe_rtf(started, audio.duration_s)
+        return Transcript(
+            text=join_pieces(texts),
+            duration_s=audio.duration_s,
+            segments=segments_from(audio.pieces, texts, [count for _, count in results]),
+        )
+
+    async def stream(self, audio: PreparedAudio) -> AsyncIterator[str]:
+        """Text deltas in order. Pieces run ahead concurrently (bounded); the current
+        piece streams live, later ones are buffered until their turn."""
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        max_new = self._settings.model.asr_max_new_tokens
+        queues: list[asyncio.Queue[str | Exception | None]] = [asyncio.Queue() for _ in audio.pieces]
+
+        async def produce(samples: np.ndarray, queue: asyncio.Queue[str | Exception | None]) -> None:
+            try:
+                async with gate:
+                    async for fragment in self._triton.transcribe_stream(samples, max_new):
+                        queue.put_nowait(fragment)
+            except Exception as exc:  # handed to the consumer, raised in order
+                queue.put_nowait(exc)
+            else:
+                queue.put_nowait(None)
+
+        tasks = [asyncio.create_task(produce(p.samples, q)) for p, q in zip(audio.pieces, queues, strict=True)]
+        joiner = DeltaJoiner()
+        try:
+            for queue in queues:
+                joiner.start_piece()
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, Exception):
+                        raise item
+                    delta = joiner.feed(item)
+                    if delta:
+                        yield delta
+            self._observe_rtf(started, audio.duration_s)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _observe_rtf(self, started: float, duration_s: float) -> None:
+        if duration_s > 0:
+            self._metrics.real_time_factor.observe((time.perf_counter() - started) / duration_s)

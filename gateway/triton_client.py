@@ -1,0 +1,187 @@
+"""Non-blocking Triton client for the three ensembles (tritonclient.grpc.aio).
+
+Every call records latency and errors, and turns gRPC failures into typed API
+errors: unreachable -> 503, deadline -> 504, anything else -> 502. A caller that
+gets cancelled (client disconnect) cancels its RPC with it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput, InferResult
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import APIError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.metrics import GatewayMetrics
+from gateway.settings import TritonSettings
+
+log = logging.getLogger(__name__)
+
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}
+_TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    text: str
+    token_count: int
+
+
+def _status_of(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return str(exc.code())
+    if isinstance(exc, InferenceServerException):
+        return str(exc.status() or "")
+    return ""
+
+
+def to_api_error(exc: BaseException, model: str) -> APIError:
+    """Map a Triton/gRPC failure to the error the client sees."""
+    status = _status_of(exc)
+    message = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    if status in _TIMEOUT:
+        return UpstreamTimeoutError(f"Triton did not answer {model} in time")
+    if status in _UNAVAILABLE:
+        return UpstreamUnavailableError("Triton is unavailable")
+    return UpstreamError(f"Triton failed on {model}: {message}")
+
+
+def _tensor(name: str, array: np.ndarray, datatype: str) -> InferInput:
+    tensor = InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def audio_inputs(samples: np.ndarray, max_new_tokens: int) -> list[InferInput]:
+    audio = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    return [
+        _tensor("AUDIO", audio, "FP32"),
+        _tensor("MAX_NEW_TOKENS", np.array([[max_new_tokens]], dtype=np.int32), "INT32"),
+    ]
+
+
+def chat_inputs(
+    messages: Sequence[dict[str, str]], max_new_tokens: int, enable_thinking: bool, stream: bool
+) -> list[InferInput]:
+    payload = json.dumps(list(messages), ensure_ascii=False).encode("utf-8")
+    return [
+        _tensor("MESSAGES", np.array([[payload]], dtype=np.object_), "BYTES"),
+        _tensor("MAX_NEW_TOKENS", np.array([[max_new_tokens]], dtype=np.int32), "INT32"),
+        _tensor("ENABLE_THINKING", np.array([[enable_thinking]], dtype=np.bool_), "BOOL"),
+        _tensor("STREAM", np.array([[stream]], dtype=np.bool_), "BOOL"),
+    ]
+
+
+def text_bytes(result: InferResult) -> bytes:
+    """The TEXT output of one response as raw bytes (b'' when absent)."""
+    array = result.as_numpy("TEXT")
+    if array is None or array.size == 0:
+        return b""
+    value = array.reshape(-1)[0]
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+
+def token_count(result: InferResult) -> int:
+    ids = result.as_numpy("OUTPUT_IDS")
+    return 0 if ids is None else int(np.count_nonzero(ids.reshape(-1) >= 0))
+
+
+def _is_final(result: InferResult) -> bool:
+    params = result.get_response().parameters
+    return "triton_final_response" in params and params["triton_final_response"].bool_param
+
+
+class TritonClient:
+    """One gRPC channel to Triton, shared by all requests."""
+
+    def __init__(self, settings: TritonSettings, metrics: GatewayMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._client = InferenceServerClient(url=settings.url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def models_ready(self, models: Sequence[str]) -> tuple[bool, str]:
+        """(ready, reason): Triton ready and every model loaded."""
+        timeout = self._settings.connect_timeout_s
+        try:
+            if not await self._client.is_server_ready(client_timeout=timeout):
+                return False, "Triton is not ready"
+            for model in models:
+                if not await self._client.is_model_ready(model, client_timeout=timeout):
+                    return False, f"model {model} is not ready"
+        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+            return False, f"Triton unreachable: {_status_of(exc) or exc}"
+        return True, "ready"
+
+    async def transcribe(self, samples: np.ndarray, max_new_tokens: int) -> AsrResult:
+        model = self._settings.asr_model
+        started = time.perf_counter()
+        try:
+            result = await self._client.infer(
+                model,
+                audio_inputs(samples, max_new_tokens),
+                client_timeout=self._settings.infer_timeout_s,
+            )
+        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+            self._metrics.triton_errors.labels(model=model, status=_status_of(exc) or "error").inc()
+            raise to_api_error(exc, model) from exc
+        finally:
+            self._metrics.triton_latency.labels(model=model).observe(time.perf_counter() - started)
+        return AsrResult(
+            text=text_bytes(result).decode("utf-8", errors="replace"), token_count=token_count(result)
+        )
+
+    def transcribe_stream(self, samples: np.ndarray, max_new_tokens: int) -> AsyncIterator[str]:
+        model = self._settings.asr_stream_model
+        return self._stream(model, audio_inputs(samples, max_new_tokens))
+
+    def chat(
+        self, messages: Sequence[dict[str, str]], max_new_tokens: int, enable_thinking: bool
+    ) -> AsyncIterator[str]:
+        model = self._settings.chat_model
+        return self._stream(model, chat_inputs(messages, max_new_tokens, enable_thinking, True))
+
+    async def _stream(self, model: str, inputs: list[InferInput]) -> AsyncIterator[str]:
+        """Text pieces of one decoupled request, decoded incrementally (UTF-8 safe).
+
+        One gRPC stream per request: the request side closes after the single
+        request, and Triton ends the stream once the final response is sent.
+        """
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": model, "inputs": inputs}
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        started = time.perf_counter()
+        responses = self._client.stream_infer(requests(), stream_timeout=self._settings.infer_timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise error
+                assert result is not None
+                text = decoder.decode(text_bytes(result))
+                if text:
+                    yield text
+                if _is_final(result):
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+            self._metrics.triton_errors.labels(model=model, status=_status_of(exc) or "error").inc()
+            raise to_api_error(exc, model) from exc
+        finally:
+            responses.cancel()
+            self._metrics.triton_latency.labels(model=model).observe(time.perf_counter() - started)
