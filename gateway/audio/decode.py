@@ -34,6 +34,10 @@ SUPPORTED_FORMATS_HINT = "wav, flac, mp3, ogg (vorbis/opus), opus, webm, m4a or 
 # Packets that fail to decode are skipped (one bad frame must not lose the rest of a file);
 # past this many the file is treated as corrupt from there on.
 _MAX_BAD_PACKETS = 100
+# Containers whose declared duration is exact (Ogg's last granule, FLAC's STREAMINFO, the
+# mp4 index, Matroska's Duration): a claim over the limit is refused before decoding.
+# WAV and mp3 sizes are often placeholders or estimates, so those are only counted.
+_DECLARED_DURATION_FORMATS = frozenset({"ogg", "flac", "mov", "matroska"})
 # Downmix as a normalised average: identical channels keep their level instead of adding
 # up (FFmpeg's float matrix would otherwise sum stereo to 1.4x and clip).
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
@@ -90,6 +94,8 @@ def decode_audio(
     with container:
         if not container.streams.audio:
             raise UnsupportedMediaError("The file contains no audio stream.")
+        if _declared_seconds(container) > max_seconds:
+            raise AudioTooLongError(max_seconds)
         return _decode_stream(container, container.streams.audio[0], max_seconds, target_rate)
 
 
@@ -101,6 +107,13 @@ def _seekable(data: bytes | BinaryIO) -> BinaryIO:
         return data
     # Demuxers seek (mp4 keeps its index at the end); callers bound the upload size.
     return io.BytesIO(data.read())
+
+
+def _declared_seconds(container: av.container.InputContainer) -> float:
+    """The duration the container states, where that is exact; 0 when unknown."""
+    if container.format.name.split(",")[0] not in _DECLARED_DURATION_FORMATS:
+        return 0.0
+    return (container.duration or 0) / av.time_base
 
 
 def _decode_stream(
