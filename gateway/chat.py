@@ -82,6 +82,12 @@ def audio_bytes(part: InputAudioPart | AudioURLPart, max_bytes: int, param: str)
         raise BadRequestError("audio data is not valid base64", param=param, code="invalid_base64") from exc
 
 
+def compose_user_text(texts: list[str], transcripts: list[str]) -> str:
+    question = "\n\n".join(text for text in texts if text)
+    transcript = "\n\n".join(text for text in transcripts if text)
+    return f"{question}\n\n{transcript}" if question and transcript else question or transcript
+
+
 class ChatService:
     def __init__(self, settings: Settings, triton: TritonClient, transcriber: TranscriptionService) -> None:
         self._settings = settings
@@ -100,10 +106,12 @@ class ChatService:
         return ChatPlan(messages=messages, max_new_tokens=max_new, enable_thinking=thinking)
 
     async def _message_text(self, message: ChatMessage, index: int) -> str:
-        """Text parts as written, each audio part replaced by its transcript, in order."""
+        """The message as plain text. With audio: the text parts (the question), a blank
+        line, then the transcripts, as the reference's LLM mode asks (canary_qwen.prompt.qa_messages)."""
         if isinstance(message.content, str):
             return message.content
         texts: list[str] = []
+        transcripts: list[str] = []
         for part_index, part in enumerate(message.content):
             param = f"messages.{index}.content.{part_index}"
             if isinstance(part, TextPart):
@@ -115,8 +123,8 @@ class ChatService:
             audio = await self._transcriber.prepare(data, param=param, route="/v1/chat/completions")
             transcript = await self._transcriber.transcribe(audio)
             log.info("audio part %s transcribed: %d chars", param, len(transcript.text))
-            texts.append(transcript.text)
-        return "\n\n".join(text for text in texts if text)
+            transcripts.append(transcript.text)
+        return compose_user_text(texts, transcripts)
 
     async def answer(self, plan: ChatPlan) -> str:
         parts = [piece async for piece in self._generate(plan)]
