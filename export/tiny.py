@@ -221,6 +221,7 @@ def build_tiny(out: Path, seed: int = 0, sizes: TinySizes | None = None) -> Path
         model.save_pretrained(tmp)
         config = json.loads((Path(tmp) / CONFIG_FILE).read_text())
         shutil.move(str(Path(tmp) / "model.safetensors"), out / "model.safetensors")
+    (out / "model.safetensors").chmod(0o644)  # the temp file was private
     # Store names, not this machine's paths: NeMo resolves the LLM config and tokenizer that
     # sit beside config.json (llm_backbone/, tokenizer files) when it loads the directory.
     config["pretrained_llm"] = "llm_backbone"
