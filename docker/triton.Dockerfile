@@ -16,12 +16,16 @@ FROM nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # NGC images manage their Python packages themselves; allow pip next to them.
+# TRITON_*: launcher settings (launcher/settings.py): listen on every interface, and
+# allow the TensorRT-LLM engines the time they take to load.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONUNBUFFERED=1 \
     MODEL_DIR=/models \
-    HF_HOME=/models/.cache/huggingface
+    HF_HOME=/models/.cache/huggingface \
+    TRITON_HOST=0.0.0.0 \
+    TRITON_READY_TIMEOUT_SECS=1800
 
 WORKDIR /opt/canary-qwen
 
