@@ -46,6 +46,7 @@ class ConcurrencyLimitMiddleware:
                 429,
                 f"too many concurrent requests (limit {self._limit}); retry after {self._retry_after} s",
                 headers={"Retry-After": self._retry_after},
+                code="too_many_requests",
             )
             await response(scope, receive, send)
             return
