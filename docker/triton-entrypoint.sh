@@ -10,7 +10,7 @@
 # Environment (defaults in brackets):
 #   MODEL_DIR [/models]                   the shared model volume
 #   CHECKPOINT_DIR [$MODEL_DIR/checkpoint]  hub-layout checkpoint (config.json, model.safetensors,
-#                                           Qwen3 config + tokenizer files)
+#                                           llm_backbone/config.json, tokenizer files)
 #   ARTIFACTS_DIR [$MODEL_DIR/artifacts]  `export build` output, TensorRT and TensorRT-LLM engines
 #   REPOSITORY_DIR [$MODEL_DIR/model_repository]  filled Triton repository; `.complete` marks it done
 #   HF_CHECKPOINT_REPO, HF_CHECKPOINT_REVISION [main]  download the checkpoint from the hub
@@ -53,12 +53,13 @@ snapshot_download(
     revision=os.environ.get("HF_CHECKPOINT_REVISION", "main"),
     local_dir=target,
 )
-snapshot_download(
-    os.environ.get("HF_TOKENIZER_REPO", "Qwen/Qwen3-1.7B"),
-    revision=os.environ.get("HF_TOKENIZER_REVISION", "main"),
-    local_dir=os.path.join(target, "llm"),
-    allow_patterns=["config.json", "generation_config.json", "tokenizer*", "vocab.json", "merges.txt"],
-)
+# canary_qwen/checkpoint.py layout: the Qwen3 config in llm_backbone/, its tokenizer at the top.
+llm = os.environ.get("HF_TOKENIZER_REPO", "Qwen/Qwen3-1.7B")
+llm_revision = os.environ.get("HF_TOKENIZER_REVISION", "main")
+snapshot_download(llm, revision=llm_revision, local_dir=os.path.join(target, "llm_backbone"),
+                  allow_patterns=["config.json", "generation_config.json"])
+snapshot_download(llm, revision=llm_revision, local_dir=target,
+                  allow_patterns=["tokenizer.json", "tokenizer_config.json"])
 PY
 }
 

