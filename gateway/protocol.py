@@ -71,13 +71,6 @@ class TranscriptionForm(BaseModel):
     stream: bool = False
 
 
-class TokenUsage(BaseModel):
-    type: Literal["tokens"] = "tokens"
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-
-
 class DurationUsage(BaseModel):
     type: Literal["duration"] = "duration"
     seconds: float
@@ -117,9 +110,9 @@ class TranscriptTextDelta(BaseModel):
 
 
 class TranscriptTextDone(BaseModel):
+    # No `usage`: the ensembles report no token counts, and a made-up count would mislead.
     type: Literal["transcript.text.done"] = "transcript.text.done"
     text: str
-    usage: TokenUsage | None = None
 
 
 # ---------------------------------------------------------------- chat
@@ -197,12 +190,6 @@ class ChatCompletionRequest(BaseModel):
     chat_template_kwargs: ChatTemplateKwargs | None = None
 
 
-class CompletionUsage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -225,7 +212,7 @@ class ChatCompletion(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[ChatChoice]
-    usage: CompletionUsage | None = None
+    # No `usage`: prompt and completion token counts are not reported by the chat ensemble.
 
 
 class ChunkDelta(BaseModel):
@@ -246,7 +233,6 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: CompletionUsage | None = None
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -19,7 +19,7 @@ DONE = "data: [DONE]\n\n"
 
 def event(payload: BaseModel | dict[str, Any]) -> str:
     if isinstance(payload, BaseModel):
-        body = payload.model_dump_json(exclude_none=True)
+        body = payload.model_dump_json()
     else:
         body = json.dumps(payload, ensure_ascii=False)
     return f"data: {body}\n\n"

@@ -118,10 +118,12 @@ def validate_form(form: TranscriptionForm, served_model: str) -> None:
         )
 
 
-def segments_from(pieces: Sequence[Piece], texts: Sequence[str], token_counts: Sequence[int]) -> list[TranscriptionSegment]:
+def segments_from(
+    pieces: Sequence[Piece], texts: Sequence[str], token_ids: Sequence[list[int]]
+) -> list[TranscriptionSegment]:
     """One segment per piece that produced text, with its true offsets in the file."""
     segments: list[TranscriptionSegment] = []
-    for piece, text, tokens in zip(pieces, texts, token_counts, strict=True):
+    for piece, text, tokens in zip(pieces, texts, token_ids, strict=True):
         if not text.strip():
             continue
         segments.append(
@@ -131,7 +133,7 @@ def segments_from(pieces: Sequence[Piece], texts: Sequence[str], token_counts: S
                 start=round(piece.start_s, 3),
                 end=round(piece.end_s, 3),
                 text=text.strip(),
-                tokens=[],
+                tokens=tokens,
             )
         )
     return segments
@@ -166,10 +168,10 @@ class TranscriptionService:
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
         max_new = self._settings.model.asr_max_new_tokens
 
-        async def one(samples: np.ndarray) -> tuple[str, int]:
+        async def one(samples: np.ndarray) -> tuple[str, list[int]]:
             async with gate:
                 result = await self._triton.transcribe(samples, max_new)
-                return result.text, result.token_count
+                return result.text, result.token_ids
 
         # TaskGroup: the first failure (or our cancellation) cancels the other pieces.
         try:
@@ -183,7 +185,7 @@ class TranscriptionService:
         return Transcript(
             text=join_pieces(texts),
             duration_s=audio.duration_s,
-            segments=segments_from(audio.pieces, texts, [count for _, count in results]),
+            segments=segments_from(audio.pieces, texts, [ids for _, ids in results]),
         )
 
     async def stream(self, audio: PreparedAudio) -> AsyncIterator[str]:

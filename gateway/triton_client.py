@@ -31,10 +31,14 @@ _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 
 
+# <|endoftext|> (pad) and <|im_end|> (end): not part of the generated text.
+_NON_TEXT_IDS = (151643, 151645)
+
+
 @dataclass(frozen=True)
 class AsrResult:
     text: str
-    token_count: int
+    token_ids: list[int]
 
 
 def _status_of(exc: BaseException) -> str:
@@ -91,9 +95,13 @@ def text_bytes(result: InferResult) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def token_count(result: InferResult) -> int:
+def token_ids(result: InferResult) -> list[int]:
+    """Generated ids of the (single) sequence, without padding or the end id."""
     ids = result.as_numpy("OUTPUT_IDS")
-    return 0 if ids is None else int(np.count_nonzero(ids.reshape(-1) >= 0))
+    if ids is None:
+        return []
+    flat = ids.reshape(-1) if ids.ndim < 3 else ids[0, 0]
+    return [int(i) for i in flat if i >= 0 and i not in _NON_TEXT_IDS]
 
 
 def _is_final(result: InferResult) -> bool:
@@ -140,7 +148,7 @@ class TritonClient:
         finally:
             self._metrics.triton_latency.labels(model=model).observe(time.perf_counter() - started)
         return AsrResult(
-            text=text_bytes(result).decode("utf-8", errors="replace"), token_count=token_count(result)
+            text=text_bytes(result).decode("utf-8", errors="replace"), token_ids=token_ids(result)
         )
 
     def transcribe_stream(self, samples: np.ndarray, max_new_tokens: int) -> AsyncIterator[str]:

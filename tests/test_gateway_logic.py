@@ -140,8 +140,9 @@ def test_segments_keep_true_offsets_and_skip_empty_pieces() -> None:
         Piece(start_s=31.0, end_s=40.0, samples=np.zeros(1, np.float32), start=496000, end=640000),
         Piece(start_s=45.25, end_s=80.0, samples=np.zeros(1, np.float32), start=724000, end=1280000),
     ]
-    segments = segments_from(pieces, [" one ", "  ", "three"], [1, 0, 1])
-    assert [(s.id, s.start, s.end, s.text) for s in segments] == [(0, 1.5, 30.0, "one"), (1, 45.25, 80.0, "three")]
+    segments = segments_from(pieces, [" one ", "  ", "three"], [[7], [], [8, 9]])
+    assert [(s.id, s.start, s.end, s.text, s.tokens) for s in segments] == [
+        (0, 1.5, 30.0, "one", [7]), (1, 45.25, 80.0, "three", [8, 9])]
 
 
 # ------------------------------------------------------------------ auth, settings, readiness
