@@ -432,3 +432,25 @@ def _raw_post_headers_only(base_url: str, path: str, *, content_length: int, aut
         )
         head = sock.recv(4096).decode("latin-1")
         return int(head.split()[1])
+
+
+# ------------------------------------------------------------------ protected probes
+
+
+def test_health_and_metrics_protected_when_configured(workdir: Path) -> None:
+    env = {
+        "GATEWAY_TRITON__URL": unreachable_triton_url(),
+        "GATEWAY_AUTH__API_KEYS": f'["{GATEWAY_API_KEY}"]',
+        "GATEWAY_AUTH__PROTECT_HEALTH": "true",
+        "GATEWAY_AUTH__PROTECT_METRICS": "true",
+    }
+    with run_gateway(env, workdir / "protected.log", start_timeout=60) as gateway:
+        base = gateway.base_url
+        for path in ("/health/ready", "/metrics"):
+            assert_openai_error(httpx.get(f"{base}{path}"), 401)
+        assert httpx.get(f"{base}/metrics", headers=AUTH).status_code == 200
+        assert httpx.get(f"{base}/health/live", headers=AUTH).status_code == 200
+        # No CORS unless origins are configured.
+        preflight = httpx.options(f"{base}{CHAT}", headers={"Origin": "https://app.example",
+                                                            "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers
