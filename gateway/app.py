@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from gateway.body_limit import BodyLimitMiddleware
 from gateway.chat import ChatService
 from gateway.concurrency import ConcurrencyLimitMiddleware
 from gateway.errors import install_error_handlers
+from gateway.logging_setup import log_config
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.readiness import ReadinessProbe
 from gateway.request_context import REQUEST_ID_HEADER, RequestIdMiddleware
@@ -54,6 +56,8 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # Also when started as `uvicorn --factory`: every line gets its request id.
+    logging.config.dictConfig(log_config(settings.log_level))
     metrics = GatewayMetrics()
     app = FastAPI(
         title="Canary-Qwen gateway",

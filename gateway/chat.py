@@ -10,6 +10,7 @@ import binascii
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaError
 from gateway.protocol import (
@@ -22,11 +23,17 @@ from gateway.protocol import (
 from gateway.settings import Settings
 from gateway.thinking import ThinkingFilter, strip_thinking
 from gateway.transcription import TranscriptionService, check_model
-from gateway.triton_client import TritonClient
+from gateway.triton_client import TokenTally, TritonClient
 
 log = logging.getLogger(__name__)
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
@@ -126,19 +133,23 @@ class ChatService:
             transcripts.append(transcript.text)
         return compose_user_text(texts, transcripts)
 
-    async def answer(self, plan: ChatPlan) -> str:
-        parts = [piece async for piece in self._generate(plan)]
-        text = "".join(parts)
-        return text if plan.enable_thinking else strip_thinking(text)
+    async def answer(self, plan: ChatPlan) -> Answer:
+        tally = TokenTally()
+        text = "".join([piece async for piece in self._generate(plan, tally)])
+        return Answer(
+            text=text if plan.enable_thinking else strip_thinking(text),
+            finish_reason=finish_reason(tally, plan),
+        )
 
-    async def stream(self, plan: ChatPlan) -> AsyncIterator[str]:
-        """Visible answer text as it arrives (think blocks filtered unless asked)."""
+    async def stream(self, plan: ChatPlan, tally: TokenTally) -> AsyncIterator[str]:
+        """Visible answer text as it arrives (think blocks filtered unless asked);
+        `tally` counts the generated tokens (for the finish reason)."""
         if plan.enable_thinking:
-            async for piece in self._generate(plan):
+            async for piece in self._generate(plan, tally):
                 yield piece
             return
         filt = ThinkingFilter()
-        async for piece in self._generate(plan):
+        async for piece in self._generate(plan, tally):
             visible = filt.feed(piece)
             if visible:
                 yield visible
@@ -146,6 +157,11 @@ class ChatService:
         if tail:
             yield tail
 
-    def _generate(self, plan: ChatPlan) -> AsyncIterator[str]:
-        return self._triton.chat(plan.messages, plan.max_new_tokens, plan.enable_thinking)
+    def _generate(self, plan: ChatPlan, tally: TokenTally) -> AsyncIterator[str]:
+        return self._triton.chat(plan.messages, plan.max_new_tokens, plan.enable_thinking, tally)
+
+
+def finish_reason(tally: TokenTally, plan: ChatPlan) -> Literal["stop", "length"]:
+    """`length` when the token budget ran out (the end token is not counted)."""
+    return "length" if tally.count >= plan.max_new_tokens else "stop"
 

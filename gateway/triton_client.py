@@ -27,12 +27,21 @@ from gateway.settings import TritonSettings
 
 log = logging.getLogger(__name__)
 
-_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}
+# UNAVAILABLE also covers a full Triton queue ("Exceeds maximum queue size").
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED"}
+_RETRY_AFTER = {"Retry-After": "1"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 
 
 # <|endoftext|> (pad) and <|im_end|> (end): not part of the generated text.
 _NON_TEXT_IDS = (151643, 151645)
+
+
+@dataclass
+class TokenTally:
+    """Generated tokens of one streamed request, counted as responses arrive."""
+
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ def to_api_error(exc: BaseException, model: str) -> APIError:
     if status in _TIMEOUT:
         return UpstreamTimeoutError(f"Triton did not answer {model} in time")
     if status in _UNAVAILABLE:
-        return UpstreamUnavailableError("Triton is unavailable")
+        return UpstreamUnavailableError("Triton is unavailable or overloaded", headers=_RETRY_AFTER)
     return UpstreamError(f"Triton failed on {model}: {message}")
 
 
@@ -156,12 +165,18 @@ class TritonClient:
         return self._stream(model, audio_inputs(samples, max_new_tokens))
 
     def chat(
-        self, messages: Sequence[dict[str, str]], max_new_tokens: int, enable_thinking: bool
+        self,
+        messages: Sequence[dict[str, str]],
+        max_new_tokens: int,
+        enable_thinking: bool,
+        tally: TokenTally | None = None,
     ) -> AsyncIterator[str]:
         model = self._settings.chat_model
-        return self._stream(model, chat_inputs(messages, max_new_tokens, enable_thinking, True))
+        return self._stream(model, chat_inputs(messages, max_new_tokens, enable_thinking, True), tally)
 
-    async def _stream(self, model: str, inputs: list[InferInput]) -> AsyncIterator[str]:
+    async def _stream(
+        self, model: str, inputs: list[InferInput], tally: TokenTally | None = None
+    ) -> AsyncIterator[str]:
         """Text pieces of one decoupled request, decoded incrementally (UTF-8 safe).
 
         One gRPC stream per request: the request side closes after the single
@@ -179,6 +194,8 @@ class TritonClient:
                 if error is not None:
                     raise error
                 assert result is not None
+                if tally is not None:  # each streamed response carries only its new tokens
+                    tally.count += len(token_ids(result))
                 text = decoder.decode(text_bytes(result))
                 if text:
                     yield text

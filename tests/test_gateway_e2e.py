@@ -211,7 +211,7 @@ def test_chat_with_audio(openai_client: openai.OpenAI, utterance: Utterance) -> 
     assert choice.message.role == "assistant"
     assert isinstance(choice.message.content, str)
     assert "<think>" not in choice.message.content and "</think>" not in choice.message.content
-    assert choice.finish_reason == "stop"
+    assert choice.finish_reason in ("stop", "length")
     again = openai_client.chat.completions.create(
         model=MODEL_ID, messages=_audio_message(utterance.path, "Summarize the recording in one sentence.", True),
         max_tokens=24,
@@ -226,9 +226,17 @@ def test_chat_with_audio_streamed(openai_client: openai.OpenAI, utterance: Utter
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
-    assert chunks[-1].choices[0].finish_reason == "stop"
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert streamed == full.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
+
+
+def test_chat_token_budget_gives_length(openai_client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+    short = openai_client.chat.completions.create(model=MODEL_ID, messages=messages, max_completion_tokens=2)
+    assert short.choices[0].finish_reason == "length"
+    chunks = list(openai_client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=2, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_chat_stream_ends_with_done(gateway_server: str) -> None:

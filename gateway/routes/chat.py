@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.chat import ChatService
+from gateway.chat import ChatPlan, finish_reason
 from gateway.dependencies import ChatDep, SettingsDep
 from gateway.disconnect import cancel_on_disconnect
 from gateway.protocol import (
@@ -25,6 +25,7 @@ from gateway.protocol import (
 )
 from gateway.sse import event, sse_response
 from gateway.streaming import prefetch
+from gateway.triton_client import TokenTally
 
 ROUTE = "/v1/chat/completions"
 router = APIRouter(tags=["chat"])
@@ -32,7 +33,9 @@ router = APIRouter(tags=["chat"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)}
 
 
-async def _chunks(chat: ChatService, deltas: AsyncIterator[str], model: str) -> AsyncIterator[str]:
+async def _chunks(
+    deltas: AsyncIterator[str], model: str, plan: ChatPlan, tally: TokenTally
+) -> AsyncIterator[str]:
     """Role chunk, content chunks, final chunk with finish_reason ([DONE] added by sse_response)."""
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -46,7 +49,7 @@ async def _chunks(chat: ChatService, deltas: AsyncIterator[str], model: str) -> 
     yield chunk(ChunkDelta(role="assistant", content=""))
     async for text in deltas:
         yield chunk(ChunkDelta(content=text))
-    yield chunk(ChunkDelta(), finish="stop")
+    yield chunk(ChunkDelta(), finish=finish_reason(tally, plan))
 
 
 @router.post(ROUTE, responses={
@@ -58,10 +61,12 @@ async def create_chat_completion(
     timeout = settings.limits.request_timeout_s
     plan = await cancel_on_disconnect(request, chat.plan(body), timeout)
     if body.stream:
-        deltas = await cancel_on_disconnect(request, prefetch(chat.stream(plan)), timeout)
-        return sse_response(_chunks(chat, deltas, body.model), done_marker=True)
+        tally = TokenTally()
+        deltas = await cancel_on_disconnect(request, prefetch(chat.stream(plan, tally)), timeout)
+        return sse_response(_chunks(deltas, body.model, plan, tally), done_marker=True)
     answer = await cancel_on_disconnect(request, chat.answer(plan), timeout)
     completion = ChatCompletion(
-        model=body.model, choices=[ChatChoice(message=AssistantMessage(content=answer))]
+        model=body.model,
+        choices=[ChatChoice(message=AssistantMessage(content=answer.text), finish_reason=answer.finish_reason)],
     )
     return JSONResponse(dump(completion))
