@@ -5,8 +5,8 @@ Rules, in order of preference:
 2. Cuts fall in pauses between speech segments. Among the pauses in the last part of the
    window (`lookback_fraction`), the longest wins: a sentence break beats a breath.
 3. Pauses longer than `max_pause_s` always end a piece and their silence is dropped (the
-   model sees no long silence to hallucinate on); shorter pauses are cut in their middle,
-   so neighbouring pieces touch and nothing between them is lost.
+   model sees no long silence to hallucinate on) except `edge_pad_s` on each side; shorter
+   pauses are cut in their middle, so neighbouring pieces touch and nothing is lost.
 4. Only speech that runs on longer than a piece without any pause is cut inside speech,
    at the lowest-energy 20 ms near the window end.
 5. Audio without speech gives no pieces.
@@ -51,6 +51,7 @@ class CutOptions:
     max_pause_s: float = 3.0  # a longer pause always ends a piece; its silence is dropped
     lookback_fraction: float = 0.5  # cut at the longest pause in this last part of the window
     fallback_search_s: float = 5.0  # continuous speech: lowest-energy point in this last stretch
+    edge_pad_s: float = 0.3  # silence kept before and after speech where a long pause is dropped
 
 
 def has_speech(samples: np.ndarray, sample_rate: int, *, vad: SileroVad | None = None) -> bool:
@@ -96,10 +97,11 @@ def plan_cuts(
     limit = int(max_piece_seconds * sample_rate)
     max_pause = opts.max_pause_s * sample_rate
     lookback = opts.lookback_fraction * limit
+    edge = int(opts.edge_pad_s * sample_rate)
     spans = [(s.start, s.end) for s in segments]
     pieces: list[tuple[int, int]] = []
     i = 0
-    start = spans[0][0] if spans else 0
+    start = max(0, spans[0][0] - edge) if spans else 0
     while i < len(spans):
         seg_end = spans[i][1]
         if seg_end - start > limit:
@@ -126,8 +128,16 @@ def plan_cuts(
             pieces.append((start, cut))
             start = cut
         else:
-            pieces.append((start, spans[last][1]))
-            start = spans[following][0] if following < len(spans) else spans[last][1]
+            # A long pause (or the end): drop its silence but keep an edge on both sides,
+            # since detection starts a little late and ends a little early.
+            if following < len(spans):
+                next_start = spans[following][0]
+                middle = (spans[last][1] + next_start) // 2
+            else:
+                next_start = middle = audio.size
+            end = min(spans[last][1] + edge, middle, start + limit, audio.size)
+            pieces.append((start, end))
+            start = max(middle, next_start - edge)
         i = last + 1
     return pieces
 

@@ -78,7 +78,7 @@ class SileroVad:
         *,
         threads: int = 1,
         batch_rows: int = 256,
-        warmup_frames: int = 32,
+        warmup_frames: int = 64,
     ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

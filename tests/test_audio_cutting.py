@@ -1,0 +1,190 @@
+"""Cutting long audio at pauses: real recordings with known pauses, plus the pure planner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.audio import CutOptions, Piece, SileroVad, SpeechSegment, decode_audio, split_on_pauses
+from gateway.audio.cutting import plan_cuts
+from tests.fixtures.audio import LongRecording
+
+RATE = 16000
+WINDOW_S = 40.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad()
+
+
+def _check_pieces_against_recording(pieces: list[Piece], recording: LongRecording, samples: np.ndarray) -> None:
+    assert pieces
+    for previous, piece in zip(pieces, pieces[1:]):
+        assert previous.end <= piece.start  # ordered, never overlapping
+    for piece in pieces:
+        assert 0 < piece.end - piece.start <= WINDOW_S * RATE
+        assert piece.start_s == piece.start / RATE and piece.end_s == piece.end / RATE  # exact offsets
+        assert np.shares_memory(piece.samples, samples)  # a view: no copies of long audio
+        np.testing.assert_array_equal(piece.samples, samples[piece.start : piece.end])
+    # Every cut falls in a known pause: no spoken segment straddles a piece boundary.
+    for segment in recording.segments:
+        for piece in pieces:
+            for boundary in (piece.start_s, piece.end_s):
+                assert not segment.start_s < boundary < segment.end_s, (boundary, segment)
+    # Nothing lost: each spoken segment lies whole inside one piece.
+    for segment in recording.segments:
+        assert any(p.start_s <= segment.start_s and segment.end_s <= p.end_s for p in pieces), segment
+    covered = sum(p.end_s - p.start_s for p in pieces)
+    assert covered >= recording.speech_seconds()
+    assert covered <= recording.duration_s
+
+
+def test_ten_minute_recording_is_cut_at_its_pauses(long_recording, vad: SileroVad) -> None:
+    recording = long_recording(10)
+    samples = decode_audio(recording.path.read_bytes(), max_seconds=7200).samples
+    started = time.process_time()
+    pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad)
+    cpu_s = time.process_time() - started
+    _check_pieces_against_recording(pieces, recording, samples)
+    assert len(pieces) >= recording.duration_s / WINDOW_S
+    # Pieces use the window well (cut at pauses near its end, not at the first pause).
+    assert np.mean([p.end_s - p.start_s for p in pieces[:-1]]) > 0.5 * WINDOW_S
+    assert cpu_s < 10, cpu_s
+    print(f"\n10-minute cut: {len(pieces)} pieces in {cpu_s:.2f} CPU s")
+
+
+def test_short_window_still_cuts_only_in_pauses(long_recording, vad: SileroVad) -> None:
+    recording = long_recording(10)
+    samples = decode_audio(recording.path.read_bytes(), max_seconds=7200).samples[: 120 * RATE]
+    pieces = split_on_pauses(samples, RATE, 12.0, vad=vad)  # utterances are up to 7.7 s
+    assert all(p.end - p.start <= 12 * RATE for p in pieces)
+    inside = [s for s in recording.segments if s.end_s <= 120]
+    for segment in inside:
+        assert any(p.start_s <= segment.start_s and segment.end_s <= p.end_s for p in pieces), segment
+
+
+def test_silence_and_noise_give_no_pieces(vad: SileroVad) -> None:
+    assert split_on_pauses(np.zeros(90 * RATE, dtype=np.float32), RATE, WINDOW_S, vad=vad) == []
+    noise = (np.random.default_rng(1).standard_normal(60 * RATE) * 0.1).astype(np.float32)
+    assert split_on_pauses(noise, RATE, WINDOW_S, vad=vad) == []
+    assert split_on_pauses(np.zeros(0, dtype=np.float32), RATE, WINDOW_S, vad=vad) == []
+
+
+def test_speech_without_pauses_is_cut_at_its_quietest_point(utterances, vad: SileroVad) -> None:
+    """Back-to-back speech longer than the window: cut at the lowest energy, never over it."""
+    from tests.fixtures.audio.speech import read_audio, speech_extent
+
+    clips = []
+    for utterance in utterances[1:]:
+        samples, _ = read_audio(utterance.path)
+        begin, end = speech_extent(samples, RATE)
+        clips.append(samples[begin:end])
+    speech = np.concatenate(clips * 2)  # ~50 s with no pause longer than a comma
+    pieces = split_on_pauses(speech, RATE, 20.0, vad=vad)
+    assert len(pieces) >= 3
+    assert all(p.end - p.start <= 20 * RATE for p in pieces)
+    for piece, following in zip(pieces, pieces[1:]):
+        if piece.end == following.start:  # a cut inside continuous speech
+            around = speech[piece.end - 160 : piece.end + 160]
+            assert np.sqrt(np.mean(around**2)) < np.sqrt(np.mean(speech**2)), piece.end_s
+
+
+def test_sixty_minute_cut_time_and_memory(long_recording) -> None:
+    """One core, bounded memory: run in a fresh process to measure its own peak RSS."""
+    window_s = WINDOW_S
+    recording = long_recording(60)
+    script = f"""
+import gc, json, time, tracemalloc
+from gateway.audio import decode_audio, split_on_pauses
+
+def rss_mb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+
+data = open({str(recording.path)!r}, "rb").read()
+t0 = time.process_time()
+audio = decode_audio(data, max_seconds=7200)
+t1 = time.process_time()
+decode_peak = rss_mb("VmHWM")
+del data
+gc.collect()
+open("/proc/self/clear_refs", "w").write("5")  # restart the peak-RSS (VmHWM) count
+rss_before = rss_mb("VmRSS")
+tracemalloc.start()
+t2 = time.process_time()
+pieces = split_on_pauses(audio.samples, 16000, {window_s})
+t3 = time.process_time()
+traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+print(json.dumps({{"audio_s": audio.duration_s, "decode_cpu_s": round(t1 - t0, 2),
+    "cut_cpu_s": round(t3 - t2, 2), "pieces": len(pieces),
+    "samples_mb": round(audio.samples.nbytes / 2**20), "decode_peak_rss_mb": round(decode_peak),
+    "cut_extra_peak_rss_mb": round(rss_mb("VmHWM") - rss_before, 1),
+    "cut_traced_peak_mb": round(traced_peak, 1),
+    "max_piece_s": max(p.end_s - p.start_s for p in pieces)}}))
+"""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    print(f"\n60-minute recording: {report}")
+    assert report["max_piece_s"] <= window_s
+    assert report["pieces"] >= 3600 / window_s
+    assert report["cut_cpu_s"] < 60  # seconds to tens of seconds on one core
+    # The cut holds views, not copies of the 220 MB of samples.
+    assert report["cut_extra_peak_rss_mb"] < 100
+    assert report["cut_traced_peak_mb"] < 50
+
+
+# The planner alone, on hand-made speech segments (pure logic, no model).
+
+
+def _plan(spans: list[tuple[float, float]], window_s: float, total_s: float, **options: float) -> list[tuple[float, float]]:
+    audio = np.zeros(int(total_s * RATE), dtype=np.float32)
+    segments = [SpeechSegment(int(a * RATE), int(b * RATE)) for a, b in spans]
+    cuts = plan_cuts(audio, segments, RATE, window_s, CutOptions(**options))
+    return [(a / RATE, b / RATE) for a, b in cuts]
+
+
+def test_plan_cuts_at_the_longest_late_pause() -> None:
+    # Pauses at 8-8.2 (short), 12-13 (long), 17-17.3 (short); window 20 s.
+    spans = [(0, 8), (8.2, 12), (13, 17), (17.3, 25)]
+    pieces = _plan(spans, 20.0, 30.0, edge_pad_s=0.0)
+    assert pieces == [(0, 12.5), (12.5, 25)]
+
+
+def test_plan_takes_the_latest_pause_when_none_is_late() -> None:
+    spans = [(0, 3), (3.2, 19.5), (20, 30)]  # the only late pause is after 19.5
+    assert _plan(spans, 20.0, 30.0, edge_pad_s=0.0)[0] == (0, 19.75)
+
+
+def test_plan_drops_long_silences_and_keeps_offsets() -> None:
+    spans = [(1, 4), (10, 12), (12.5, 14)]
+    assert _plan(spans, 40.0, 20.0, max_pause_s=3.0, edge_pad_s=0.0) == [(1, 4), (10, 14)]
+    # Around a dropped pause a little silence stays on both sides (late/early detection).
+    assert _plan(spans, 40.0, 20.0, max_pause_s=3.0, edge_pad_s=0.3) == [(0.7, 4.3), (9.7, 14.3)]
+    assert _plan([(0.1, 3), (3.4 + 3.1, 8)], 40.0, 8.1, max_pause_s=3.0) == [(0, 3.3), (6.2, 8.1)]
+
+
+def test_plan_cuts_continuous_speech_within_the_window() -> None:
+    pieces = _plan([(0, 95)], 40.0, 100.0, edge_pad_s=0.0)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 95
+    assert all(b - a <= 40 for a, b in pieces)
+    assert all(p[1] == q[0] for p, q in zip(pieces, pieces[1:]))  # nothing lost between
+
+
+def test_plan_without_speech_is_empty() -> None:
+    assert _plan([], 40.0, 10.0) == []

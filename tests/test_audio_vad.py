@@ -1,0 +1,116 @@
+"""Silero VAD over onnxruntime: speech vs silence vs noise, and the batched scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.audio import SileroVad, VadOptions, decode_audio, has_speech
+from gateway.audio.vad import segments_from_probabilities
+from tests.fixtures.audio import Utterance
+from tests.fixtures.audio.speech import read_audio
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def vad() -> SileroVad:
+    return SileroVad()
+
+
+def test_speech_is_found(utterances: list[Utterance], vad: SileroVad) -> None:
+    for utterance in utterances:
+        samples, _ = read_audio(utterance.path)
+        segments = vad.speech_segments(samples, RATE)
+        assert segments, utterance.text
+        spoken = sum(s.end - s.start for s in segments) / RATE
+        assert spoken > 0.5 * utterance.duration_s, utterance.text
+
+
+def test_silence_and_noise_are_not_speech(vad: SileroVad) -> None:
+    rng = np.random.default_rng(3)
+    assert not has_speech(np.zeros(10 * RATE, dtype=np.float32), RATE, vad=vad)
+    assert not has_speech(np.zeros(0, dtype=np.float32), RATE, vad=vad)
+    for level in (0.01, 0.1, 0.5):
+        noise = (rng.standard_normal(10 * RATE) * level).clip(-1, 1).astype(np.float32)
+        assert not has_speech(noise, RATE, vad=vad), level
+    hum = (0.3 * np.sin(2 * np.pi * 50 * np.arange(5 * RATE) / RATE)).astype(np.float32)
+    assert not has_speech(hum, RATE, vad=vad)
+
+
+def test_speech_inside_noise_is_located(utterances: list[Utterance], vad: SileroVad) -> None:
+    speech, _ = read_audio(utterances[3].path)
+    rng = np.random.default_rng(5)
+    signal = (rng.standard_normal(12 * RATE) * 0.005).astype(np.float32)
+    signal[4 * RATE : 4 * RATE + speech.size] += speech
+    segments = vad.speech_segments(signal, RATE)
+    assert segments
+    assert segments[0].start >= 4 * RATE - int(0.3 * RATE)
+    assert segments[-1].end <= 4 * RATE + speech.size + int(0.3 * RATE)
+
+
+def test_batched_scoring_matches_sequential(long_recording, vad: SileroVad) -> None:
+    """Warm-started streams in one batch decide like one stream run from the start.
+
+    The recurrent state has a long memory, so probabilities are not bit-identical; the
+    decisions and the segment boundaries must agree.
+    """
+    recording = long_recording(10)
+    samples = decode_audio(recording.path.read_bytes(), max_seconds=7200).samples[: 180 * RATE]
+    sequential = SileroVad(batch_rows=1)
+    p_seq = sequential.frame_probabilities(samples, RATE)
+    p_bat = vad.frame_probabilities(samples, RATE)
+    assert p_seq.shape == p_bat.shape == (-(-samples.size // 512),)
+    assert np.mean((p_seq > 0.5) != (p_bat > 0.5)) < 0.005
+    seq_segments = sequential.speech_segments(samples, RATE)
+    bat_segments = vad.speech_segments(samples, RATE)
+    tolerance = 0.25 * RATE
+    matched = [
+        a for a in seq_segments
+        if any(abs(a.start - b.start) <= tolerance or abs(a.end - b.end) <= tolerance for b in bat_segments)
+    ]  # fmt: skip
+    assert len(matched) == len(seq_segments)
+    assert abs(len(seq_segments) - len(bat_segments)) <= 1
+    spoken_seq = sum(s.end - s.start for s in seq_segments)
+    spoken_bat = sum(s.end - s.start for s in bat_segments)
+    assert spoken_bat == pytest.approx(spoken_seq, rel=0.02)
+
+
+def test_8khz_audio_is_supported(utterances: list[Utterance], vad: SileroVad) -> None:
+    samples, _ = read_audio(utterances[2].path)
+    assert vad.speech_segments(samples[::2].copy(), 8000)
+    with pytest.raises(ValueError):
+        vad.frame_probabilities(samples, 22050)
+
+
+# Pure logic of the speech decision (hysteresis), on hand-made probabilities.
+FRAME = 512
+
+
+def _segments(probs: list[float], **options: float) -> list[tuple[int, int]]:
+    opts = VadOptions(min_speech_s=0.0, speech_pad_s=0.0, **options)
+    found = segments_from_probabilities(np.array(probs, dtype=np.float32), FRAME, RATE, len(probs) * FRAME, opts)
+    return [(s.start // FRAME, s.end // FRAME) for s in found]
+
+
+def test_hysteresis_enters_high_and_leaves_low() -> None:
+    # 0.4 is above neg_threshold: it does not end speech, and does not start it.
+    assert _segments([0.1, 0.6, 0.4, 0.4, 0.6, 0.1, 0.1, 0.1, 0.4, 0.1]) == [(1, 5)]
+
+
+def test_short_dips_do_not_end_speech() -> None:
+    probs = [0.9] * 5 + [0.1] * 2 + [0.9] * 5 + [0.1] * 6
+    assert _segments(probs, min_silence_s=0.1) == [(0, 12)]  # 0.1 s is 3+ frames
+    assert _segments(probs, min_silence_s=0.05) == [(0, 5), (7, 12)]
+
+
+def test_short_bursts_are_dropped_and_padding_merges() -> None:
+    probs = np.array([0.0] * 10 + [0.9] * 2 + [0.0] * 40 + [0.9] * 20 + [0.0] * 10, dtype=np.float32)
+    opts = VadOptions(min_speech_s=0.25, speech_pad_s=0.0)
+    found = segments_from_probabilities(probs, FRAME, RATE, probs.size * FRAME, opts)
+    assert [(s.start // FRAME, s.end // FRAME) for s in found] == [(52, 72)]
+    padded = segments_from_probabilities(
+        np.array([0.9] * 10 + [0.0] * 4 + [0.9] * 10, dtype=np.float32), FRAME, RATE, 24 * FRAME,
+        VadOptions(min_speech_s=0.0, speech_pad_s=0.1),
+    )
+    assert len(padded) == 1 and padded[0].start == 0 and padded[0].end == 24 * FRAME
