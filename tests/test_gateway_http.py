@@ -110,7 +110,7 @@ def test_validation_errors_use_openai_body(client: httpx.Client, speech_wav: Pat
     assert_openai_error(response, 400, param="file")
     response = upload(client, speech_wav, response_format="xml")
     assert_openai_error(response, 400, param="response_format")
-    response = client.post(CHAT, headers=AUTH, content=b"{not json", )
+    response = client.post(CHAT, headers=AUTH, content=b"{not json")
     assert_openai_error(response, 400)
 
 
@@ -415,7 +415,7 @@ class _held_request:
             f"POST {self.path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {GATEWAY_API_KEY}\r\n"
             f"Content-Type: {self.content_type}\r\nContent-Length: {self.declared}\r\n\r\n".encode()
         )
-        # A first body byte makes the app start reading (and hold its slot).
+        # Admitted at once (the slot is taken before the body is read), then waits for the body.
         return _Held(self.sock, self.declared)
 
     def __exit__(self, *exc: object) -> None:
