@@ -170,3 +170,25 @@ def test_missing_files_are_reported(checkpoint_dir: Path, tmp_path: Path) -> Non
     shutil.rmtree(tmp_path / "c" / "llm_backbone")
     with pytest.raises(CheckpointError, match="llm_backbone/config.json"):
         load_checkpoint(tmp_path / "c")
+
+
+def test_tiny_checkpoint_is_deterministic_from_its_seed(checkpoint_dir: Path, tmp_path: Path) -> None:
+    from export.tiny import build_tiny
+
+    rebuilt = load_checkpoint(build_tiny(tmp_path / "again", seed=0))
+    assert rebuilt.sha256() == load_checkpoint(checkpoint_dir).sha256()
+    assert json.loads((tmp_path / "again" / "config.json").read_text()) == json.loads(
+        (checkpoint_dir / "config.json").read_text()
+    )
+
+
+def test_fixture_layout_names_match_export_all() -> None:
+    from export import all as export_all
+    from tests.fixtures import model as fixtures
+
+    assert (fixtures.CHECKPOINT, fixtures.ARTIFACTS, fixtures.REPOSITORY, fixtures.COMPLETE_MARKER) == (
+        export_all.CHECKPOINT,
+        export_all.ARTIFACTS,
+        export_all.REPOSITORY,
+        export_all.COMPLETE_MARKER,
+    )
