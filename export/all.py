@@ -11,6 +11,7 @@ import argparse
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from export.build import build_artifacts
@@ -46,7 +47,7 @@ class MissingStep(RuntimeError):
     pass
 
 
-def _fill_repository():  # -> Callable[[Path, str, Path], object]
+def _fill_repository() -> Callable[..., object]:
     try:
         from export.repository import fill_repository
     except ImportError as exc:

@@ -11,6 +11,7 @@ import argparse
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,9 @@ from canary_qwen.tokenizer import (
 from export.llm_folders import write_llm_folder
 from export.onnx_export import ADAPTER_INPUTS, ENCODER_INPUTS, export_adapter, export_encoder
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 MAX_AUDIO_SECONDS = 40.0
 # Exported graphs must match the NeMo modules they came from this closely.
 EXPORT_TOLERANCE = 1e-4
@@ -54,7 +58,7 @@ class BuildError(RuntimeError):
     pass
 
 
-def load_tokenizer(checkpoint_dir: Path):  # -> transformers.PreTrainedTokenizerBase
+def load_tokenizer(checkpoint_dir: Path) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer files, else the offline-built Qwen3 tokenizer, always with the
     audio placeholder (NeMo adds it the same way); ids are checked against Qwen3's."""
     from transformers import AutoTokenizer
