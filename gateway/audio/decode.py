@@ -125,7 +125,7 @@ def _decode_stream(
     codec = stream.codec_context
     source_rate = int(codec.sample_rate or 0)
     source_channels = int(codec.channels or 0)
-    out = _Resampled(target_rate, max_output=math.ceil(max_seconds * target_rate) + target_rate)
+    out = _Resampled(target_rate, max_seconds)
     decoded_seconds = 0.0
     bad_packets = 0
     truncated = False
@@ -172,9 +172,12 @@ class _Resampled:
     """Downmixes and resamples frames into a SampleBuffer, rebuilding the resampler when
     the input format changes mid-stream (concatenated files, mp3 with varying rates)."""
 
-    def __init__(self, target_rate: int, max_output: int) -> None:
+    def __init__(self, target_rate: int, max_seconds: float) -> None:
         self._rate = target_rate
-        self._max_output = max_output
+        self._max_seconds = max_seconds
+        # Input seconds are the real check; this bounds memory even if a decoder misreports
+        # its frame sizes (one second of slack for resampler delay).
+        self._max_output = math.ceil(max_seconds * target_rate) + target_rate
         self._buffer = SampleBuffer()
         self._resampler: av.AudioResampler | None = None
         self._key: tuple[str, str, int, int] | None = None
@@ -204,7 +207,7 @@ class _Resampled:
     def _append(self, frame: av.AudioFrame) -> None:
         chunk = frame.to_ndarray().reshape(-1)  # packed "flt" mono: shape (1, n)
         if len(self._buffer) + chunk.size > self._max_output:
-            raise AudioTooLongError(self._max_output / self._rate - 1)
+            raise AudioTooLongError(self._max_seconds)
         if not np.isfinite(chunk).all():
             chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
         np.clip(chunk, -1.0, 1.0, out=chunk)

@@ -54,6 +54,7 @@ def _looks_like_text(head: bytes) -> bool:
         if err.start < len(head) - 3:
             return False
         decoded = head[: err.start].decode("utf-8")
+    decoded = decoded.removeprefix("\ufeff")  # a byte-order mark starts many text files
     return all(ch.isprintable() or ord(ch) in _TEXT_CONTROL for ch in decoded)
 
 
