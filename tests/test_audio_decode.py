@@ -128,10 +128,11 @@ def test_hostile_inputs_get_their_expected_outcome(hostile_inputs: list[HostileI
         (b"", EmptyAudioError),
         (b"\x89PNG\r\n\x1a\n" + bytes(64), UnsupportedMediaError),
         ("Grüße, ceci n'est pas un son.\n".encode(), UnsupportedMediaError),
+        ("\ufeffid,text\n1,hello\n".encode(), UnsupportedMediaError),
         (b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", UnsupportedMediaError),
         (bytes(range(256)) * 40, UndecodableAudioError),
     ],
-    ids=["empty", "png", "utf8-text", "playlist", "binary-junk"],
+    ids=["empty", "png", "utf8-text", "csv-with-bom", "playlist", "binary-junk"],
 )
 def test_error_classes_and_statuses(data: bytes, error: type[AudioError]) -> None:
     with pytest.raises(error) as caught:
