@@ -99,7 +99,9 @@ def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelS
 _STREAMING_MAP = '      output_map { key: "streaming" value: "_streaming" }'
 
 
-def template_values(manifest: Manifest, tier: Tier, llm_device: str = "cpu") -> dict[str, str]:
+def template_values(
+    manifest: Manifest, tier: Tier, llm_device: str = "cpu", compute_threads: int = 1
+) -> dict[str, str]:
     """Values shared by every template of a tier (`llm_device` gpu: the cpu tier's PyTorch LLM on CUDA)."""
     defaults = TIER_DEFAULTS[tier]
     values: dict[str, object] = {
@@ -116,7 +118,8 @@ def template_values(manifest: Manifest, tier: Tier, llm_device: str = "cpu") -> 
         "sample_rate": manifest.sample_rate,
         "max_audio_seconds": f"{manifest.max_audio_seconds:g}",
         "mel_bucket_frames": manifest.max_mel_frames if defaults.bucket_to_max_length else 0,
-        "onnx_threads": 0,
+        # Threads per python model's torch / onnxruntime (0: their default, every core).
+        "compute_threads": compute_threads,
         # The reference decodes with 128 new tokens; the gateway asks for up to 512.
         "max_new_tokens_limit": 1024,
         "max_prompt_tokens": 4096,
@@ -184,13 +187,21 @@ def _check_gpu_artifacts(artifacts_dir: Path) -> None:
 
 
 def fill_repository(
-    artifacts_dir: Path, tier: str, out_dir: Path, *, serve_root: Path | None = None, llm_device: str = "cpu"
+    artifacts_dir: Path,
+    tier: str,
+    out_dir: Path,
+    *,
+    serve_root: Path | None = None,
+    llm_device: str = "cpu",
+    compute_threads: int = 1,
 ) -> None:
     """Write a complete Triton model repository for `tier` into `out_dir` (replacing it).
 
     `serve_root` is where the repository will sit when served (absolute paths in the gpu tier's
     TensorRT-LLM configs); it defaults to `out_dir`. `llm_device="gpu"` puts the cpu tier's
-    PyTorch LLMs on a GPU instance (a GPU machine without TensorRT-LLM).
+    PyTorch LLMs on a GPU instance (a GPU machine without TensorRT-LLM). `compute_threads` caps
+    each cpu-tier model's torch / onnxruntime threads (0: all cores each; several models sharing
+    few cores run much faster with 1 than with spinning thread pools fighting each other).
     """
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
@@ -202,7 +213,7 @@ def fill_repository(
     if tier == "gpu":
         _check_gpu_artifacts(artifacts_dir)
     root = Path(serve_root).resolve() if serve_root else out_dir
-    values = template_values(manifest, tier, llm_device)  # type: ignore[arg-type]
+    values = template_values(manifest, tier, llm_device, compute_threads)  # type: ignore[arg-type]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -247,10 +258,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tier", choices=TIERS, default="cpu", help="cpu: python + onnxruntime + PyTorch; gpu: TensorRT + TensorRT-LLM")
     parser.add_argument("--out", type=Path, required=True, help="model repository directory to (re)write")
     parser.add_argument("--llm-device", choices=("cpu", "gpu"), default="cpu", help="cpu tier: run the PyTorch LLMs on a GPU instance")
+    parser.add_argument("--threads", type=int, default=1, help="cpu tier: torch/onnxruntime threads per model (0: all cores)")
     parser.add_argument("--serve-root", type=Path, default=None, help="where the repository is mounted when served (gpu tier engine paths; default --out)")
 
 
 def run(args: argparse.Namespace) -> int:
-    fill_repository(args.artifacts, args.tier, args.out, serve_root=args.serve_root, llm_device=args.llm_device)
+    fill_repository(
+        args.artifacts, args.tier, args.out, serve_root=args.serve_root, llm_device=args.llm_device,
+        compute_threads=args.threads,
+    )
     print(f"{args.tier}-tier model repository written to {args.out}")
     return 0

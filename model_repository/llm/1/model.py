@@ -79,6 +79,8 @@ class TritonPythonModel:
         config = model_config(args)
         self._decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
         device = _device(args["model_instance_kind"], args["model_instance_device_id"])
+        if device.type == "cpu" and int(params.get("torch_threads", "0")) > 0:
+            torch.set_num_threads(int(params["torch_threads"]))
         llm_dir = Path(args["model_repository"]) / args["model_version"] / params["llm_dir"]
         model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=_dtype(params["dtype"], device))
         self._engine = BatchingEngine(model.to(device), max_batch_size=int(params["max_running_requests"]))
