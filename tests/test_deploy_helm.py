@@ -379,6 +379,20 @@ def test_production_extras_render(production: tuple[str, Manifests]) -> None:
         assert one(manifests, "PodDisruptionBudget", component)["spec"]["maxUnavailable"] == 1
 
 
+def test_network_policy_lets_only_the_gateway_reach_triton_inference(production: tuple[str, Manifests]) -> None:
+    _, manifests = production
+    policy = one(manifests, "NetworkPolicy", "triton")
+    triton = one(manifests, "Deployment", "triton")
+    gateway_pod_labels = one(manifests, "Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= triton["spec"]["template"]["metadata"]["labels"].items()
+    inference, metrics = policy["spec"]["ingress"]
+    (peer,) = inference["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= gateway_pod_labels.items()
+    named_ports = {p["name"] for p in container(triton, "triton")["ports"]}
+    assert {p["port"] for p in inference["ports"]} == {"http", "grpc"} <= named_ports
+    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+
+
 # ---- values documentation -----------------------------------------------------
 
 def _undocumented_keys(lines: list[str]) -> list[str]:
