@@ -18,7 +18,9 @@ COPY constraints.txt pyproject.toml ./
 COPY canary_qwen/ canary_qwen/
 COPY gateway/ gateway/
 # Binary wheels only: the final image has no compiler, so nothing may need one.
+# silero-vad only for its ONNX file (gateway/audio/vad.py): --no-deps keeps torch out.
 RUN pip install --only-binary=:all: -c constraints.txt '.[gateway]' \
+    && pip install --only-binary=:all: --no-deps -c constraints.txt silero-vad \
     && python -m compileall -q /opt/venv
 
 # ---- runtime: the venv on a clean slim image, unprivileged ------------------

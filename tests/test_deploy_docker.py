@@ -164,6 +164,18 @@ def test_gateway_image_is_multi_stage_slim_and_compiler_free() -> None:
     assert "--only-binary=:all:" in install and "-c constraints.txt" in install and "'.[gateway]'" in install
 
 
+def test_gateway_image_ships_the_vad_model_without_torch() -> None:
+    """The VAD reads silero-vad's ONNX file; its package's torch dependency stays out of the image."""
+    from gateway.audio.vad import default_model_path
+
+    build = stages(GATEWAY_DOCKERFILE)[0]
+    install = next(rest for keyword, rest in build if keyword == "RUN" and "pip install" in rest)
+    assert "pip install --only-binary=:all: --no-deps -c constraints.txt silero-vad" in install
+    assert default_model_path().is_file()  # what that package provides is what the gateway looks for
+    gateway_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gateway"]
+    assert not any(image_deps.requirement_name(r) == "torch" for r in gateway_extra)
+
+
 def test_gateway_image_runs_unprivileged_read_only_friendly() -> None:
     final = dict(stages(GATEWAY_DOCKERFILE)[-1])
     user = final["USER"].split(":")[0]
