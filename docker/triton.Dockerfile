@@ -41,7 +41,9 @@ COPY canary_qwen/ canary_qwen/
 COPY export/ export/
 COPY launcher/ launcher/
 COPY model_repository/ model_repository/
-RUN pip install --no-deps . \
+# Editable: `export repository` reads its templates from model_repository/ beside the
+# export package (export/repository.py TEMPLATES), so the tree stays where it is.
+RUN pip install --no-deps -e . \
     && mkdir -p /models \
     && chown 1000:1000 /models
 

@@ -130,7 +130,18 @@ def test_triton_image_installs_with_the_overlay_and_runs_the_entrypoint() -> Non
     assert "python3 image_deps.py requirements pyproject.toml > /tmp/requirements.txt" in text
     assert "python3 image_deps.py constraints constraints.txt > /tmp/overlay.txt" in text
     assert "pip install -c /tmp/overlay.txt -r /tmp/requirements.txt" in text
-    assert "pip install --no-deps ." in text
+    assert "pip install --no-deps -e ." in text
+
+
+def test_triton_image_keeps_the_repository_templates_beside_the_exporter() -> None:
+    """`export repository` reads model_repository/ next to its package: the image keeps that tree."""
+    from export.repository import TEMPLATES
+
+    assert TEMPLATES == ROOT / "model_repository"
+    copies = [rest for keyword, rest in instructions(TRITON_DOCKERFILE) if keyword in {"COPY", "WORKDIR"}]
+    workdir = "/opt/canary-qwen"
+    assert copies.index(workdir) < copies.index("export/ export/") and "model_repository/ model_repository/" in copies
+    assert copies.index("model_repository/ model_repository/") < copies.index("/models")
     keywords = dict(instructions(TRITON_DOCKERFILE))
     assert keywords["ENTRYPOINT"] == '["/usr/local/bin/triton-entrypoint"]'
     assert keywords["USER"] == "1000:1000"
