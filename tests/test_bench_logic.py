@@ -1,0 +1,165 @@
+"""Unit tests of the benchmark's pure parts: percentiles, Triton metric parsing, /proc
+parsing, merging runs, the result keys and targets. No servers, no audio."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import report, triton_metrics
+from bench.load import LoadResult, Timed, merge, run_load
+from bench.machine import cpu_model, memory_gib
+from bench.proc_memory import parse_status
+from bench.runner import headline_keys
+from bench.stats import percentile, ratio, rtfx
+
+METRICS_BEFORE = """\
+# HELP nv_inference_count Number of inferences performed
+# TYPE nv_inference_count counter
+nv_inference_count{model="llm",version="1"} 10
+nv_inference_count{model="encoder",version="1"} 10
+nv_inference_count{model="canary_qwen",version="1"} 10
+# HELP nv_inference_exec_count Number of model executions performed
+# TYPE nv_inference_exec_count counter
+nv_inference_exec_count{model="llm",version="1"} 10
+nv_inference_exec_count{model="encoder",version="1"} 5
+nv_inference_exec_count{model="canary_qwen",version="1"} 10
+# HELP nv_inference_request_success Number of successful inference requests
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="encoder",version="1"} 10
+# HELP nv_inference_queue_duration_us Cumulative inference queuing duration
+# TYPE nv_inference_queue_duration_us counter
+nv_inference_queue_duration_us{model="encoder",version="1"} 1000
+# HELP nv_gpu_utilization GPU utilization rate
+# TYPE nv_gpu_utilization gauge
+nv_gpu_utilization{gpu_uuid="x"} 0.5
+"""
+
+METRICS_AFTER = (
+    METRICS_BEFORE.replace('"llm",version="1"} 10', '"llm",version="1"} 42')
+    .replace('nv_inference_count{model="encoder",version="1"} 10', 'nv_inference_count{model="encoder",version="1"} 42')
+    .replace('nv_inference_exec_count{model="encoder",version="1"} 5', 'nv_inference_exec_count{model="encoder",version="1"} 9')
+    .replace('request_success{model="encoder",version="1"} 10', 'request_success{model="encoder",version="1"} 42')
+    .replace("queue_duration_us{model=\"encoder\",version=\"1\"} 1000", "queue_duration_us{model=\"encoder\",version=\"1\"} 65000")
+)
+
+
+@pytest.mark.parametrize("q", [0, 1, 37.5, 50, 95, 99, 100])
+def test_percentile_matches_numpy_linear(q: float) -> None:
+    values = [float(v) for v in np.random.default_rng(3).exponential(100, size=57)]
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_small_and_invalid() -> None:
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_rtfx_and_ratio() -> None:
+    assert rtfx(300.0, 1.5) == 200.0
+    with pytest.raises(ValueError):
+        rtfx(1.0, 0.0)
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(1.0, 0.0) is None
+
+
+def test_parse_triton_metrics_per_model() -> None:
+    snapshot = triton_metrics.parse(METRICS_BEFORE)
+    assert snapshot["encoder"][triton_metrics.INFERENCE_COUNT] == 10
+    assert snapshot["encoder"][triton_metrics.EXEC_COUNT] == 5
+    assert "nv_gpu_utilization" not in {name for values in snapshot.values() for name in values}
+
+
+def test_achieved_batch_size_from_deltas() -> None:
+    change = triton_metrics.delta(triton_metrics.parse(METRICS_BEFORE), triton_metrics.parse(METRICS_AFTER))
+    # encoder: 32 more requests in 4 more executions; llm: 32 in 32; canary_qwen idle.
+    assert triton_metrics.achieved_batch_sizes(change) == {"encoder": 8.0, "llm": 1.0}
+    assert triton_metrics.mean_ms_per_request(change, triton_metrics.QUEUE_US) == {"encoder": 2.0}
+
+
+def test_parse_proc_status_in_bytes() -> None:
+    text = "Name:\tpython\nVmPeak:\t  200 kB\nVmHWM:\t   150 kB\nVmRSS:\t   100 kB\nThreads:\t4\n"
+    assert parse_status(text) == {"VmPeak": 204800, "VmHWM": 153600, "VmRSS": 102400}
+
+
+def test_machine_facts_parsing() -> None:
+    assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 9B14\n") == "AMD EPYC 9B14"
+    assert memory_gib("MemTotal:       25165824 kB\n") == 24.0
+
+
+def test_run_load_keeps_concurrency_and_counts() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def call(job: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return job
+
+    items = [Timed(job, 2.0) for job in range(10)]
+    result = asyncio.run(run_load(items, call, 4))
+    assert peak == 4
+    assert result.requests == 10 and len(result.latencies_s) == 10
+    assert result.audio_s == 20.0 and result.tokens == sum(range(10))
+
+
+def test_run_load_fails_on_an_error() -> None:
+    async def call(job: int) -> int:
+        raise RuntimeError("gateway answered 500")
+
+    with pytest.raises(BaseExceptionGroup):
+        asyncio.run(run_load([Timed(1, 1.0)], call, 2))
+
+
+def _load(wall: float, latencies: list[float], audio: float = 100.0) -> LoadResult:
+    return LoadResult(concurrency=16, requests=len(latencies), audio_s=audio, wall_s=wall, latencies_s=latencies, tokens=0)
+
+
+def test_merge_sums_walls_and_keeps_latencies() -> None:
+    merged = merge([_load(2.0, [1.0, 2.0]), _load(3.0, [3.0])])
+    assert merged.wall_s == 5.0 and merged.audio_s == 200.0 and merged.latencies_s == [1.0, 2.0, 3.0]
+
+
+def test_headline_keys_targets_and_written_json(tmp_path: Path) -> None:
+    c1 = LoadResult(1, 4, 100.0, 10.0, [2.5] * 4, 0)
+    document: dict[str, object] = dict(report.headline(16, c1, _load(4.0, [1.0, 2.0, 3.0]), _load(4.1, [1.0])))
+    assert document["rtfx_gateway_c1"] == 10.0
+    assert document["rtfx_gateway_c16"] == 25.0
+    assert document["batching_gain_c16"] == 2.5
+    assert document["gateway_overhead_ratio_c16"] == pytest.approx(100 / 4.1 / 25, abs=1e-3)
+    assert document["latency_ms_p50_c16"] == 2000.0
+    document.update({"preprocess_rtfx_per_core": 1500.0, "long_audio_peak_rss_growth_mb": 120.0})
+    checks = report.check_targets(document, 16)
+    assert checks["batching_gain_c16"]["met"] is True
+    assert checks["preprocess_rtfx_per_core"]["met"] is False
+    assert checks["long_audio_peak_rss_growth_mb"]["met"] is True
+
+    document["targets"] = checks
+    now = dt.datetime(2025, 11, 25, 18, 30, 5, tzinfo=dt.timezone.utc)
+    latest, copy = report.write(document, tmp_path, report.dated_name(now, on_gpu=False))
+    assert copy.name == "cpu-20251125T183005Z.json"
+    assert json.loads(latest.read_text()) == json.loads(copy.read_text())
+    table = report.table(document, headline_keys(16))
+    assert "| `preprocess_rtfx_per_core` | 1,500.0 | >= 2000 (MISSED) |" in table
+
+
+def test_headline_keys_cover_the_issue() -> None:
+    required = {
+        "rtfx_gateway_c1", "rtfx_gateway_c16", "rtfx_triton_c16", "gateway_overhead_ratio_c16",
+        "latency_ms_p50_c16", "latency_ms_p95_c16", "latency_ms_p99_c16", "batching_gain_c16",
+        "achieved_batch_size_c16", "preprocess_rtfx_per_core", "long_audio_peak_rss_growth_mb",
+        "long_audio_wall_s", "machine", "cpu_count", "date", "commit",
+    }  # fmt: skip
+    assert required <= set(headline_keys(16))
