@@ -55,7 +55,10 @@ sysdeps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all >/dev/null; }
 
-$(MODEL_DIR)/model_repository/.complete: $(STAMP)
+# Rebuilt whenever the code that produces it changes.
+MODEL_SOURCES := $(shell find canary_qwen export model_repository -type f -not -path '*/__pycache__/*' 2>/dev/null)
+
+$(MODEL_DIR)/model_repository/.complete: $(STAMP) $(MODEL_SOURCES)
 	$(PY) -m export all --out $(MODEL_DIR)
 
 model: $(MODEL_DIR)/model_repository/.complete
