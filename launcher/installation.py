@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,25 @@ def prepare_wheel_installation(work_dir: Path) -> TritonInstallation:
         binary=target / "bin" / "tritonserver",
         backend_dir=target / "backends",
         cache_dir=target / "caches",
-        library_dirs=(libs,),
+        library_dirs=(*_libpython_dir(), libs),
     )
+
+
+def _libpython_dir() -> tuple[Path, ...]:
+    """This interpreter's shared libpython folder, if it has one.
+
+    The stub links ``libpython3.X.so.1.0`` by name; found in the system folder
+    it may be an older patch release than this interpreter, whose stdlib
+    extensions (``_ssl`` ...) then fail on missing symbols. Listed first, the
+    interpreter's own library wins.
+    """
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return ()
+    libdir = sysconfig.get_config_var("LIBDIR")
+    library = sysconfig.get_config_var("LDLIBRARY")
+    if libdir and library and (Path(libdir) / library).exists():
+        return (Path(libdir),)
+    return ()
 
 
 def _copy_atomically(source: Path, stub: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 import urllib.request
@@ -35,7 +36,11 @@ output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
 dynamic_batching { }
 """
 
+# `ssl` is a stdlib C extension: it loads only if the stub runs on this
+# interpreter's own libpython (not an older system one).
 DOUBLER_MODEL = """\
+import ssl  # noqa: F401
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -234,6 +239,9 @@ def test_command_line(repository: Path, tmp_path: Path) -> None:
         assert (installation.backend_dir / "python" / "triton_python_backend_stub").is_file()
         assert f"--backend-directory={installation.backend_dir}" in command
         assert any(str(d).endswith("nvidia_pytriton.libs") for d in installation.library_dirs)
+        if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+            assert installation.library_dirs[0] == Path(sysconfig.get_config_var("LIBDIR"))
+            assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == sysconfig.get_config_var("LIBDIR")
 
 
 def _launcher(command: str, repository: Path, settings: TritonSettings, log: Path, **env: str) -> subprocess.Popen:
