@@ -62,11 +62,12 @@ class ModelSpec:
 
     name: str
     template: str
-    python: bool  # python backend: copy the template's and the common code
+    python: bool  # python backend: copy the template's code and `common` modules into 1/
     variables: Mapping[str, str] = field(default_factory=dict)
     # destination (inside <name>/1/) -> artifact path (relative to the artifacts dir)
     artifacts: Mapping[str, str] = field(default_factory=dict)
     tokenizer_from: str | None = None  # an LLM folder whose tokenizer files go to 1/tokenizer/
+    common: tuple[str, ...] = ("triton_io",)  # shared modules from model_repository/common/
 
 
 def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelSpec]:
@@ -81,9 +82,27 @@ def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelS
         return ModelSpec(name, "llm", False, {**variables, "engine_dir": str(engine_dir)}, {"engine": engine})
 
     return [
-        ModelSpec("preprocessor", "preprocessor", True, artifacts={"mel.safetensors": files.mel, "manifest.json": "manifest.json"}),
-        ModelSpec("encoder", "encoder", cpu, artifacts={"encoder.onnx": files.encoder} if cpu else {"model.plan": ENCODER_PLAN}),
-        ModelSpec("adapter", "adapter", cpu, artifacts={"adapter.onnx": files.adapter} if cpu else {"model.plan": ADAPTER_PLAN}),
+        ModelSpec(
+            "preprocessor",
+            "preprocessor",
+            True,
+            artifacts={"mel.safetensors": files.mel, "manifest.json": "manifest.json"},
+            common=(*RAGGED, "triton_io"),
+        ),
+        ModelSpec(
+            "encoder",
+            "encoder",
+            cpu,
+            artifacts={"encoder.onnx": files.encoder} if cpu else {"model.plan": ENCODER_PLAN},
+            common=ONNX_RUNNER,
+        ),
+        ModelSpec(
+            "adapter",
+            "adapter",
+            cpu,
+            artifacts={"adapter.onnx": files.adapter} if cpu else {"model.plan": ADAPTER_PLAN},
+            common=ONNX_RUNNER,
+        ),
         ModelSpec("prompt_builder", "prompt_builder", True),
         ModelSpec("chat_prompt_builder", "chat_prompt_builder", True, tokenizer_from=files.llm_base),
         llm("llm", False, files.llm_asr, TRTLLM_ASR),
@@ -96,6 +115,8 @@ def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelS
     ]
 
 
+RAGGED = ("ragged",)
+ONNX_RUNNER = ("ragged", "ragged_onnx_model", "triton_io")
 _STREAMING_MAP = '      output_map { key: "streaming" value: "_streaming" }'
 
 
@@ -159,10 +180,11 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
-def _copy_code(template: str, version_dir: Path) -> None:
-    for folder in (TEMPLATES / COMMON, TEMPLATES / template / "1"):
-        for source in sorted(folder.glob("*.py")):
-            shutil.copy2(source, version_dir / source.name)
+def _copy_code(spec: ModelSpec, version_dir: Path) -> None:
+    sources = [TEMPLATES / COMMON / f"{name}.py" for name in spec.common]
+    sources += sorted((TEMPLATES / spec.template / "1").glob("*.py"))
+    for source in sources:
+        shutil.copy2(source, version_dir / source.name)
 
 
 def _prompt_json(manifest: Manifest) -> str:
@@ -241,7 +263,7 @@ def _fill_model(
     config = render(config_template(spec.template, tier).read_text(), model_values)
     (model_dir / "config.pbtxt").write_text(config)
     if spec.python:
-        _copy_code(spec.template, version_dir)
+        _copy_code(spec, version_dir)
     for dest, source in spec.artifacts.items():
         _link_or_copy(artifacts_dir / source, version_dir / dest)
     if spec.tokenizer_from is not None:

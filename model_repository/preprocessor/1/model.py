@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from audio_batch import AudioLimits, request_waveforms
+from canary_qwen.manifest import Manifest
 from canary_qwen.mel import LogMel
 from ragged import pad_stack
 from triton_io import error_response, model_parameters, ok_response, required_array
@@ -16,7 +17,8 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         params = model_parameters(args)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self._mel = LogMel.from_safetensors(version_dir / "mel.safetensors")
+        manifest = Manifest.load(version_dir / "manifest.json")
+        self._mel = LogMel.from_safetensors(version_dir / "mel.safetensors", manifest.mel)
         hop = self._mel.settings.hop_length
         self._limits = AudioLimits(
             sample_rate=int(params["sample_rate"]),
