@@ -10,7 +10,8 @@
 # Environment (defaults in brackets):
 #   MODEL_DIR [/models]                   the shared model volume
 #   CHECKPOINT_DIR [$MODEL_DIR/checkpoint]  hub-layout checkpoint (config.json, model.safetensors,
-#                                           llm_backbone/config.json, tokenizer files)
+#                                           llm_backbone/config.json, tokenizer files); may be read-only
+#   HF_DOWNLOAD_DIR [$MODEL_DIR/checkpoint]  where a hub download goes when CHECKPOINT_DIR is empty
 #   ARTIFACTS_DIR [$MODEL_DIR/artifacts]  `export build` output, TensorRT and TensorRT-LLM engines
 #   REPOSITORY_DIR [$MODEL_DIR/model_repository]  filled Triton repository; `.complete` marks it done
 #   HF_CHECKPOINT_REPO, HF_CHECKPOINT_REVISION [main]  download the checkpoint from the hub
@@ -30,18 +31,22 @@ log() { echo "[triton-entrypoint] $*" >&2; }
 
 repository_complete() { [[ -f "$REPOSITORY_DIR/.complete" ]]; }
 
+has_checkpoint() { [[ -f "$1/config.json" && -f "$1/model.safetensors" ]]; }
+
+# Use $CHECKPOINT_DIR when it holds a checkpoint; else the download folder on the model
+# volume (fetched from the hub once, kept for later exports).
 fetch_checkpoint() {
-  if [[ -f "$CHECKPOINT_DIR/config.json" && -f "$CHECKPOINT_DIR/model.safetensors" ]]; then
-    return 0
-  fi
-  if [[ -z "${HF_CHECKPOINT_REPO:-}" ]]; then
-    log "no checkpoint in $CHECKPOINT_DIR and HF_CHECKPOINT_REPO is not set"
-    return 1
-  fi
-  log "downloading $HF_CHECKPOINT_REPO and ${HF_TOKENIZER_REPO:-Qwen/Qwen3-1.7B} config/tokenizer into $CHECKPOINT_DIR"
-  mkdir -p "$CHECKPOINT_DIR"
-  # The hub checkpoint has no tokenizer: the Qwen3 config and tokenizer files go beside it.
-  python3 - "$CHECKPOINT_DIR" <<'PY'
+  has_checkpoint "$CHECKPOINT_DIR" && return 0
+  local download="${HF_DOWNLOAD_DIR:-$MODEL_DIR/checkpoint}"
+  if ! has_checkpoint "$download"; then
+    if [[ -z "${HF_CHECKPOINT_REPO:-}" ]]; then
+      log "no checkpoint in $CHECKPOINT_DIR or $download, and HF_CHECKPOINT_REPO is not set"
+      return 1
+    fi
+    log "downloading $HF_CHECKPOINT_REPO and ${HF_TOKENIZER_REPO:-Qwen/Qwen3-1.7B} config/tokenizer into $download"
+    mkdir -p "$download"
+    # The hub checkpoint has no tokenizer: the Qwen3 config and tokenizer files go beside it.
+    python3 - "$download" <<'PY'
 import os
 import sys
 
@@ -61,6 +66,8 @@ snapshot_download(llm, revision=llm_revision, local_dir=os.path.join(target, "ll
 snapshot_download(llm, revision=llm_revision, local_dir=target,
                   allow_patterns=["tokenizer.json", "tokenizer_config.json"])
 PY
+  fi
+  CHECKPOINT_DIR="$download"
 }
 
 export_gpu_tier() {

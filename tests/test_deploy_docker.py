@@ -297,6 +297,25 @@ def test_entrypoint_refuses_to_export_without_a_checkpoint(tmp_path: Path) -> No
     assert not (tmp_path / "model_repository").exists()
 
 
+def test_entrypoint_exports_from_the_volume_checkpoint_up_to_the_gpu_steps(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """The real export chain from the image's script: `export build` runs on the tiny checkpoint
+    (found in the volume's download folder when CHECKPOINT_DIR is empty); `export trt` then stops
+    for want of TensorRT, which only NVIDIA's image has, and nothing is marked complete."""
+    shutil.copytree(checkpoint_dir, tmp_path / "checkpoint")
+    empty_mount = tmp_path / "mounted-checkpoint"
+    empty_mount.mkdir()
+    env = {
+        "MODEL_DIR": str(tmp_path),
+        "CHECKPOINT_DIR": str(empty_mount),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    result = run_entrypoint("export", env=env, timeout=600)
+    assert result.returncode != 0
+    assert (tmp_path / "artifacts" / "manifest.json").is_file(), result.stderr
+    assert "export trt" in result.stderr and "tensorrt" in result.stderr
+    assert not (tmp_path / "model_repository" / ".complete").exists()
+
+
 def test_entrypoint_serve_without_export_waits_and_never_starts_triton_on_an_empty_volume(tmp_path: Path) -> None:
     result = run_entrypoint("serve", env={"MODEL_DIR": str(tmp_path), "EXPORT_ON_START": "false", "WAIT_TIMEOUT_S": "0"})
     assert result.returncode != 0
