@@ -24,20 +24,22 @@ from typing import Any
 
 import httpx
 
-from bench import machine, preprocess, report, triton_metrics
+from bench import cpu_usage, machine, preprocess, profiling, report, triton_metrics
 from bench.clients import GatewayClient, TritonEnsembleClient
 from bench.corpus import Clip, build_corpus
 from bench.load import LoadResult, Timed, merge, run_load
 from bench.long_audio import LongRecording, build_long_recording
 from bench.proc_memory import PeakRss, mib, rss_bytes
 from bench.servers import Gateway, gateway, triton
+from launcher.server import TritonServer
 from bench.settings import BenchSettings
 from bench.stats import rtfx
 
 log = logging.getLogger("bench")
 
 _SHUFFLE_SEED = 20250101
-_ROUNDS = 2  # ABBA: gateway, triton | triton, gateway
+
+Measured = tuple[LoadResult, triton_metrics.Snapshot, dict[str, float]]
 
 
 @dataclass
@@ -46,9 +48,13 @@ class PathRuns:
 
     runs: list[LoadResult] = field(default_factory=list)
     metrics: triton_metrics.Snapshot = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
-    def add(self, result: LoadResult, change: triton_metrics.Snapshot) -> None:
+    def add(self, measured: Measured) -> None:
+        result, change, cpu = measured
         self.runs.append(result)
+        for name, seconds in cpu.items():
+            self.cpu_s[name] = round(self.cpu_s.get(name, 0.0) + seconds, 2)
         for model, values in change.items():
             total = self.metrics.setdefault(model, {})
             for name, value in values.items():
@@ -75,15 +81,22 @@ async def _snapshot(client: httpx.AsyncClient, url: str) -> triton_metrics.Snaps
     return triton_metrics.parse(response.text)
 
 
-async def _measured(
-    metrics: httpx.AsyncClient,
-    metrics_url: str,
-    work: Callable[[], Awaitable[LoadResult]],
-) -> tuple[LoadResult, triton_metrics.Snapshot]:
-    before = await _snapshot(metrics, metrics_url)
+@dataclass(frozen=True)
+class Observers:
+    """What is read around every phase: Triton's counters and each process's CPU time."""
+
+    metrics: httpx.AsyncClient
+    metrics_url: str
+    processes: dict[str, int]
+
+
+async def _measured(observers: Observers, work: Callable[[], Awaitable[LoadResult]]) -> Measured:
+    before = await _snapshot(observers.metrics, observers.metrics_url)
+    cpu_before = cpu_usage.cpu_seconds(observers.processes)
     result = await work()
-    after = await _snapshot(metrics, metrics_url)
-    return result, triton_metrics.delta(before, after)
+    cpu_after = cpu_usage.cpu_seconds(observers.processes)
+    after = await _snapshot(observers.metrics, observers.metrics_url)
+    return result, triton_metrics.delta(before, after), cpu_usage.cpu_delta(cpu_before, cpu_after)
 
 
 async def _long_audio(
@@ -116,13 +129,12 @@ async def _load_phases(
     clips: Sequence[Clip],
     recording: LongRecording | None,
     gw: Gateway,
-    triton_grpc_url: str,
-    metrics_url: str,
+    server: TritonServer,
 ) -> dict[str, Any]:
     n = settings.concurrency
     timeout = settings.request_timeout_s
     gateway_client = GatewayClient(gw.base_url, max(n, 4), timeout)
-    triton_client = TritonEnsembleClient(triton_grpc_url, settings.max_new_tokens, timeout)
+    triton_client = TritonEnsembleClient(server.grpc_url, settings.max_new_tokens, timeout)
     results: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient(timeout=30.0) as metrics:
@@ -137,19 +149,23 @@ async def _load_phases(
                 results.update(await _long_audio(settings, gw, gateway_client, recording))
                 log.info("long audio done in %.1f s", results["long_audio_wall_s"])
 
+            assert server.pid is not None
+            observers = Observers(metrics, server.metrics_url, cpu_usage.service_processes(server.pid, gw.pid))
             log.info("gateway, concurrency 1: %d requests", len(clips) * settings.passes_c1)
             c1 = PathRuns()
-            c1.add(*await _measured(metrics, metrics_url, lambda: run_load(jobs(clips, settings.passes_c1), gateway_client.clip, 1)))
+            c1.add(await _measured(observers, lambda: run_load(jobs(clips, settings.passes_c1), gateway_client.clip, 1)))
 
             gateway_cn, triton_cn = PathRuns(), PathRuns()
             per_round = jobs(clips, settings.passes_concurrent)
-            for round_index in range(_ROUNDS):
+            for round_index in range(settings.rounds):
                 order = [("gateway", gateway_cn, gateway_client.clip), ("triton", triton_cn, triton_client.clip)]
-                if round_index % 2:
+                if round_index % 4 in (1, 2):  # ABBA BAAB: G T | T G | T G | G T
                     order.reverse()
                 for name, runs, call in order:
                     log.info("%s, concurrency %d: %d requests (round %d)", name, n, len(per_round), round_index + 1)
-                    runs.add(*await _measured(metrics, metrics_url, lambda call=call: run_load(per_round, call, n)))
+                    runs.add(await _measured(observers, lambda call=call: run_load(per_round, call, n)))
+            if settings.profile:
+                results[f"profile_gateway_c{n}"] = await _profile(settings, observers, per_round, gateway_client)
     finally:
         await gateway_client.aclose()
         await triton_client.aclose()
@@ -163,11 +179,29 @@ async def _load_phases(
         gateway_cn.metrics, triton_metrics.COMPUTE_INFER_US
     )
     results["phases"] = {
-        "gateway_c1": report.phase_summary(c1.merged),
-        f"gateway_c{n}": report.phase_summary(gateway_cn.merged),
-        f"triton_c{n}": report.phase_summary(triton_cn.merged),
+        name: {**report.phase_summary(runs.merged), "cpu_s": runs.cpu_s}
+        for name, runs in (("gateway_c1", c1), (f"gateway_c{n}", gateway_cn), (f"triton_c{n}", triton_cn))
     }
     return results
+
+
+async def _profile(
+    settings: BenchSettings, observers: Observers, work: list[Timed[Clip]], client: GatewayClient
+) -> dict[str, Any]:
+    """One more (untimed) gateway pass with py-spy attached to every process."""
+    py_spy = profiling.find_py_spy()
+    if py_spy is None:
+        return {"skipped": "py-spy is not installed (pip install -c constraints.txt py-spy)"}
+    log.info("profile: py-spy on %d processes, %d requests through the gateway", len(observers.processes), len(work))
+    profiles = profiling.Profiles(py_spy, observers.processes, settings.cache_dir / "profiles")
+    with profiles:
+        result = await run_load(work, client.clip, settings.concurrency)
+    return {
+        "note": "py-spy samples at 50 Hz; busy_s = sampled non-idle seconds; top = innermost functions, % of samples",
+        "wall_s": round(result.wall_s, 2),
+        "raw_profiles": str(profiles.out_dir),
+        "processes": {name: summary for name, summary in profiles.summaries().items() if summary["busy_s"] > 0},
+    }
 
 
 def _model_facts(settings: BenchSettings) -> dict[str, Any]:
@@ -211,7 +245,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         with gateway(env, work / "logs" / "gateway.log") as gw:
             log.info("gateway idle RSS %.1f MiB", mib(rss_bytes(gw.pid)))
             measured = asyncio.run(
-                _load_phases(settings, clips, recording, gw, server.grpc_url, server.metrics_url)
+                _load_phases(settings, clips, recording, gw, server)
             )
 
     n = settings.concurrency
@@ -237,7 +271,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         },
         "passes_c1": settings.passes_c1,
         "passes_per_round": settings.passes_concurrent,
-        "rounds": _ROUNDS,
+        "rounds": settings.rounds,
         "preprocess_audio_s": round(pre.audio_s, 1),
         "model": _model_facts(settings),
     }

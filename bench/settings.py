@@ -45,7 +45,12 @@ class BenchSettings(BaseSettings):
     concurrency: PositiveInt = Field(default=16, description="Requests in flight in the concurrent runs.")
     passes_c1: PositiveInt = Field(default=1, description="Passes over the corpus at concurrency 1.")
     passes_concurrent: PositiveInt = Field(
-        default=2, description="Passes over the corpus at the high concurrency (fills the last wave)."
+        default=1, description="Passes over the corpus per high-concurrency phase (one pass = one wave of 16)."
+    )
+    rounds: PositiveInt = Field(
+        default=4,
+        description="High-concurrency phases per path, alternated gateway/Triton in ABBA order so the "
+        "shared machine's load drifts hit both paths alike.",
     )
     warmup_requests: int = Field(default=4, ge=0, description="Untimed requests before the timed runs.")
     long_audio_minutes: float = Field(
@@ -58,6 +63,11 @@ class BenchSettings(BaseSettings):
         default=1800.0, description="Client and gateway deadline per request (the long file needs minutes on CPU)."
     )
     ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
+    profile: bool = Field(
+        default=True,
+        description="After the timed phases, one more gateway pass with py-spy attached to the gateway, "
+        "tritonserver's python models and the client: where the time goes.",
+    )
     rss_poll_s: PositiveFloat = Field(default=0.02, description="Gateway RSS sampling period.")
 
     @property

@@ -163,3 +163,34 @@ def test_headline_keys_cover_the_issue() -> None:
         "long_audio_wall_s", "machine", "cpu_count", "date", "commit",
     }  # fmt: skip
     assert required <= set(headline_keys(16))
+
+
+def test_proc_stat_parsing_survives_odd_names() -> None:
+    from bench.cpu_usage import _TICKS, parse_stat
+
+    fields = ["S", "4242"] + ["0"] * 9 + [str(3 * _TICKS), str(_TICKS)] + ["0"] * 30
+    line = "777 (my (odd) name) " + " ".join(fields)
+    assert parse_stat(line) == (4242, 4.0)
+
+
+def test_stub_command_line_names_its_model() -> None:
+    from bench.cpu_usage import cpu_delta, model_of
+
+    stub = ["/x/backends/python/triton_python_backend_stub", "/repo/encoder/1/model.py", "shm", "1048576"]
+    assert model_of(stub) == "encoder"
+    assert model_of(["/usr/bin/python", "-m", "gateway"]) is None
+    assert cpu_delta({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 5.5, "c": 1.0}) == {"b": 3.5, "c": 1.0}
+
+
+def test_py_spy_raw_summary() -> None:
+    from bench.profiling import summarize
+
+    raw = (
+        "<module> (model.py:3);execute (model.py:40);_log_mel (canary_qwen/mel.py:171) 30\n"
+        "<module> (model.py:3);execute (model.py:40);_log_mel (canary_qwen/mel.py:164) 20\n"
+        "<module> (model.py:3);run (onnx.py:9) 50\n"
+    )
+    summary = summarize(raw, rate_hz=50)
+    assert summary["busy_s"] == 2.0
+    assert summary["top"] == [["_log_mel (canary_qwen/mel.py)", 50.0], ["run (onnx.py)", 50.0]]
+    assert summarize("", rate_hz=50) == {"busy_s": 0.0, "top": []}
