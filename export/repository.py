@@ -200,7 +200,8 @@ def _prompt_json(manifest: Manifest) -> str:
 
 
 def _check_gpu_artifacts(artifacts_dir: Path) -> None:
-    missing = [name for name in (ENCODER_PLAN, ADAPTER_PLAN, TRTLLM_ASR, TRTLLM_BASE) if not (artifacts_dir / name).exists()]
+    needed = (ENCODER_PLAN, ADAPTER_PLAN, TRTLLM_ASR, TRTLLM_BASE)
+    missing = [name for name in needed if not (artifacts_dir / name).exists()]
     if missing:
         raise FileNotFoundError(
             f"the gpu tier needs {', '.join(missing)} in {artifacts_dir}: build them on a GPU machine with "
@@ -277,16 +278,31 @@ def _fill_model(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, required=True, help="`export build` output directory")
-    parser.add_argument("--tier", choices=TIERS, default="cpu", help="cpu: python + onnxruntime + PyTorch; gpu: TensorRT + TensorRT-LLM")
+    parser.add_argument(
+        "--tier", choices=TIERS, default="cpu", help="cpu: python + onnxruntime + PyTorch; gpu: TensorRT + TensorRT-LLM"
+    )
     parser.add_argument("--out", type=Path, required=True, help="model repository directory to (re)write")
-    parser.add_argument("--llm-device", choices=("cpu", "gpu"), default="cpu", help="cpu tier: run the PyTorch LLMs on a GPU instance")
-    parser.add_argument("--threads", type=int, default=1, help="cpu tier: torch/onnxruntime threads per model (0: all cores)")
-    parser.add_argument("--serve-root", type=Path, default=None, help="where the repository is mounted when served (gpu tier engine paths; default --out)")
+    parser.add_argument(
+        "--llm-device", choices=("cpu", "gpu"), default="cpu", help="cpu tier: run the PyTorch LLMs on a GPU instance"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="cpu tier: torch / onnxruntime threads per model (0: all cores)"
+    )
+    parser.add_argument(
+        "--serve-root",
+        type=Path,
+        default=None,
+        help="where the repository is mounted when served (gpu tier engine paths; default: --out)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     fill_repository(
-        args.artifacts, args.tier, args.out, serve_root=args.serve_root, llm_device=args.llm_device,
+        args.artifacts,
+        args.tier,
+        args.out,
+        serve_root=args.serve_root,
+        llm_device=args.llm_device,
         compute_threads=args.threads,
     )
     print(f"{args.tier}-tier model repository written to {args.out}")

@@ -193,7 +193,8 @@ def test_ensemble_steps_line_up(repositories: dict[str, Path], tier: str) -> Non
                 assert _dims_compatible(dims, list(inputs[key].dims)), f"{ensemble_name}: {value} dims {dims}"
                 consumed.add(value)
             required = {name for name, t in inputs.items() if not t.optional}
-            assert required <= set(step.input_map), f"{ensemble_name}: {step.model_name} misses {required - set(step.input_map)}"
+            missing = required - set(step.input_map)
+            assert not missing, f"{ensemble_name}: {step.model_name} misses {missing}"
             for key, value in step.output_map.items():
                 assert key in outputs, f"{ensemble_name}: {step.model_name} has no output {key}"
                 assert value not in produced, f"{ensemble_name}: {value} produced twice"

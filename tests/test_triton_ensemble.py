@@ -44,7 +44,8 @@ def speech(utterances: list[Utterance]) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def mixed_lengths(speech: list[np.ndarray]) -> list[np.ndarray]:
     """16 clips from 0.3 s to the longest utterance: whole utterances and their heads."""
-    return [audio[: max(SAMPLE_RATE * 3 // 10, int(audio.size * share))] for audio in speech for share in (1.0, 0.7, 0.45, 0.2)]
+    shortest = SAMPLE_RATE * 3 // 10
+    return [audio[: max(shortest, int(audio.size * share))] for audio in speech for share in (1.0, 0.7, 0.45, 0.2)]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,10 @@ def _metrics(triton_server: Any) -> dict[tuple[str, str], float]:
 
 
 def test_grpc_and_http_give_the_reference_tokens(
-    triton_server: Any, grpc: grpcclient.InferenceServerClient, speech: list[np.ndarray], expected: list[tuple[str, list[int]]]
+    triton_server: Any,
+    grpc: grpcclient.InferenceServerClient,
+    speech: list[np.ndarray],
+    expected: list[tuple[str, list[int]]],
 ) -> None:
     http = httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
     try:
@@ -222,7 +226,10 @@ def test_llm_mode_answers_with_the_base_model(triton_server: Any, reference: Any
 
 
 def test_bad_requests_fail_alone(
-    triton_server: Any, grpc: grpcclient.InferenceServerClient, speech: list[np.ndarray], expected: list[tuple[str, list[int]]]
+    triton_server: Any,
+    grpc: grpcclient.InferenceServerClient,
+    speech: list[np.ndarray],
+    expected: list[tuple[str, list[int]]],
 ) -> None:
     too_long = np.zeros(SAMPLE_RATE * 41, dtype=np.float32)
     bad = {

@@ -198,7 +198,8 @@ def test_token_bytes_concatenate_to_the_utf8_text(tokenizer, artifacts_dir: Path
     assert b"".join(fragments) == text.encode("utf-8")
     assert any(_not_utf8(f) for f in fragments), "the test text should split a character across tokens"
     think = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
-    assert table.decode([IM_END_ID, think[0], *ids[:2], think[1], 151643]) == b"<think>" + table.decode(ids[:2]) + b"</think>"
+    thought = table.decode([IM_END_ID, think[0], *ids[:2], think[1], 151643])
+    assert thought == b"<think>" + table.decode(ids[:2]) + b"</think>"
     assert table.decode([VOCAB_SIZE - 1]) == b""  # embedding padding rows have no text
 
 

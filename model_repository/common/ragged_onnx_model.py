@@ -44,6 +44,8 @@ class RaggedOnnxModel:
                 parsed.append(error)
         results = run_ragged(parsed, self._run, self._in_axis, self._out_axis)
         return [
-            error_response(r) if isinstance(r, Exception) else ok_response({self._data_out: r[0], self._length_out: r[1]})
-            for r in results
+            error_response(result)
+            if isinstance(result, Exception)
+            else ok_response({self._data_out: result[0], self._length_out: result[1]})
+            for result in results
         ]
