@@ -48,5 +48,7 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('GATEWAY_PORT', '8080'), timeout=4)"]
 
-# exec: uvicorn is PID 1 and gets SIGTERM directly (graceful drain on rollouts).
-CMD ["sh", "-c", "exec uvicorn --factory gateway.app:create_app --host 0.0.0.0 --port \"$GATEWAY_PORT\" --no-server-header --timeout-graceful-shutdown 30"]
+# uvicorn in factory mode (gateway.app:create_app) with the gateway's settings applied:
+# GATEWAY_HOST/PORT, log format and level, and the SIGTERM drain (GATEWAY_DRAIN_TIMEOUT_S).
+# Exec form: it is PID 1 and receives SIGTERM directly.
+CMD ["python", "-m", "gateway"]

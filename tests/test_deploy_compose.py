@@ -151,6 +151,20 @@ def test_gateway_reaches_triton_grpc_and_its_settings_are_real(services: dict[st
     assert env["GATEWAY_AUTH__API_KEYS"].startswith("${")
 
 
+def _seconds(duration: str) -> float:
+    value, unit = re.fullmatch(r"(\d+)(s|m)", duration).groups()  # type: ignore[union-attr]
+    return float(value) * (60 if unit == "m" else 1)
+
+
+def test_stop_grace_outlasts_the_drains(services: dict[str, Any]) -> None:
+    """Docker's default 10 s would SIGKILL requests the gateway and Triton are still finishing."""
+    from gateway.settings import Settings
+    from launcher.settings import TritonSettings
+
+    assert _seconds(services["gateway"]["stop_grace_period"]) > Settings().drain_timeout_s
+    assert _seconds(services["triton"]["stop_grace_period"]) > TritonSettings().exit_timeout_secs
+
+
 def test_gateway_runs_locked_down(services: dict[str, Any]) -> None:
     gateway = services["gateway"]
     assert gateway["read_only"] is True

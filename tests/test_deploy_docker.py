@@ -200,9 +200,15 @@ def test_gateway_image_serves_the_app_factory_on_the_settings_port() -> None:
     from gateway.app import create_app
     from gateway.settings import Settings
 
+    import inspect
+
+    import gateway.__main__
+
     final = dict(stages(GATEWAY_DOCKERFILE)[-1])
-    command = final["CMD"]
-    assert "exec uvicorn --factory gateway.app:create_app" in command
+    assert final["CMD"] == '["python", "-m", "gateway"]'  # exec form: PID 1 gets SIGTERM
+    # ... which is uvicorn in factory mode on the app factory, with the settings applied.
+    source = inspect.getsource(gateway.__main__)
+    assert '"gateway.app:create_app"' in source and "factory=True" in source
     assert callable(create_app)
     env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
     assert final["EXPOSE"] == env["GATEWAY_PORT"] == str(Settings().port)

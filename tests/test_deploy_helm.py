@@ -354,6 +354,18 @@ def test_gateway_rolls_out_without_losing_capacity_and_runs_locked_down(rendered
     assert "USER 10001:10001" in dockerfile
 
 
+def test_termination_grace_outlasts_the_drains(rendered: tuple[str, Manifests]) -> None:
+    from gateway.settings import Settings
+
+    _, manifests = rendered
+    gateway = one(manifests, "Deployment", "gateway")
+    drain = float(one(manifests, "ConfigMap", "gateway")["data"].get("GATEWAY_DRAIN_TIMEOUT_S", Settings().drain_timeout_s))
+    assert gateway["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+    triton = one(manifests, "Deployment", "triton")
+    exit_timeout = int(env_of(container(triton, "triton"))["TRITON_EXIT_TIMEOUT_SECS"])
+    assert triton["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > exit_timeout
+
+
 def test_every_pod_runs_as_non_root(rendered: tuple[str, Manifests]) -> None:
     _, manifests = rendered
     for workload in find(manifests, "Deployment") + find(manifests, "Job"):
