@@ -113,6 +113,8 @@ def test_export_writes_and_triton_reads_one_shared_model_volume(compose: dict[st
     assert services["triton"]["command"] == ["serve"]
     assert triton_env["EXPORT_ON_START"] == "false"  # one writer: the export job
     assert services["triton"]["shm_size"]
+    # Hub credentials reach the export job only.
+    assert "HF_TOKEN" in export_env and not any(k.startswith(("HF_CHECKPOINT", "HF_TOKEN")) for k in triton_env)
 
 
 def test_triton_settings_and_health_check_match_the_launcher(services: dict[str, Any]) -> None:
