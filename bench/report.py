@@ -56,6 +56,13 @@ def phase_summary(result: LoadResult) -> dict[str, Any]:
     return summary
 
 
+def service_cpu_ms_per_request(cpu_s: Mapping[str, float], requests: int) -> float | None:
+    """CPU milliseconds the services (not the load generator) spent per request."""
+    if requests <= 0:
+        return None
+    return round(1000 * sum(v for k, v in cpu_s.items() if k != "bench client") / requests, 1)
+
+
 def headline(
     concurrency: int,
     gateway_c1: LoadResult,

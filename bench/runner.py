@@ -179,7 +179,12 @@ async def _load_phases(
         gateway_cn.metrics, triton_metrics.COMPUTE_INFER_US
     )
     results["phases"] = {
-        name: {**report.phase_summary(runs.merged), "cpu_s": runs.cpu_s}
+        name: {
+            **report.phase_summary(runs.merged),
+            "rtfx_per_run": [round(rtfx(r.audio_s, r.wall_s), 2) for r in runs.runs],
+            "cpu_s": runs.cpu_s,
+            "service_cpu_ms_per_request": report.service_cpu_ms_per_request(runs.cpu_s, runs.merged.requests),
+        }
         for name, runs in (("gateway_c1", c1), (f"gateway_c{n}", gateway_cn), (f"triton_c{n}", triton_cn))
     }
     return results

@@ -194,3 +194,9 @@ def test_py_spy_raw_summary() -> None:
     assert summary["busy_s"] == 2.0
     assert summary["top"] == [["_log_mel (canary_qwen/mel.py)", 50.0], ["run (onnx.py)", 50.0]]
     assert summarize("", rate_hz=50) == {"busy_s": 0.0, "top": []}
+
+
+def test_service_cpu_excludes_the_load_generator() -> None:
+    cpu = {"gateway": 1.0, "model:llm": 2.0, "bench client": 5.0}
+    assert report.service_cpu_ms_per_request(cpu, 10) == 300.0
+    assert report.service_cpu_ms_per_request(cpu, 0) is None
