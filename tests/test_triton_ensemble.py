@@ -76,7 +76,14 @@ def _ids(result: Any) -> list[int]:
 
 
 def _text(result: Any) -> bytes:
-    return bytes(result.as_numpy("TEXT").reshape(-1)[0])
+    text = result.as_numpy("TEXT")
+    return b"" if text is None else bytes(text.reshape(-1)[0])
+
+
+def _stream_ids(results: list[Any]) -> list[int]:
+    """A stream's ids in order; the final response is empty or, when Triton's ensemble merges
+    the end flag into the last step's output, holds the last chunk."""
+    return [i for r in results if r.as_numpy("OUTPUT_IDS") is not None for i in _ids(r)]
 
 
 def _metrics(triton_server: Any) -> dict[tuple[str, str], float]:
@@ -169,11 +176,11 @@ def test_streaming_fragments_concatenate_to_the_full_text(
     audio = speech[2]
     whole = grpc.infer("canary_qwen", _audio_inputs(grpcclient, audio))
     responses = _stream(triton_server, "canary_qwen_stream", _audio_inputs(grpcclient, audio))
-    *partials, final = responses
-    assert final.as_numpy("TEXT") is None, "the final response is empty"
+    partials = [r for r in responses if r.as_numpy("TEXT") is not None]
     assert len(partials) >= 3, "tokens arrive as several partial responses"
-    assert b"".join(_text(r) for r in partials) == _text(whole)
-    assert [i for r in partials for i in _ids(r)] == _ids(whole)
+    assert all(len(_ids(r)) == 1 for r in partials), "one token per response on the cpu tier"
+    assert b"".join(_text(r) for r in responses) == _text(whole)
+    assert _stream_ids(responses) == _ids(whole)
 
 
 def _chat_inputs(messages: bytes, stream: bool, max_new_tokens: int = MAX_NEW_TOKENS) -> list[Any]:
@@ -211,13 +218,13 @@ def test_llm_mode_answers_with_the_base_model(triton_server: Any, reference: Any
     [(text, ids)] = reference.answer_batch([(question, transcript)], MAX_NEW_TOKENS)
     assert ids
     messages = messages_json(qa_messages(question, transcript))
-    [answer, final] = _stream(triton_server, "canary_qwen_chat", _chat_inputs(messages, stream=False))
-    assert _ids(answer) == ids
-    assert _text(answer) == text.encode("utf-8")
-    assert final.as_numpy("TEXT") is None
+    whole = _stream(triton_server, "canary_qwen_chat", _chat_inputs(messages, stream=False))
+    assert len([r for r in whole if r.as_numpy("TEXT") is not None]) == 1, "STREAM false: one answer"
+    assert _stream_ids(whole) == ids
+    assert b"".join(_text(r) for r in whole) == text.encode("utf-8")
     streamed = _stream(triton_server, "canary_qwen_chat", _chat_inputs(messages, stream=True))
-    assert len(streamed) > 2
-    assert b"".join(_text(r) for r in streamed[:-1]) == text.encode("utf-8")
+    assert len([r for r in streamed if r.as_numpy("TEXT") is not None]) > 2
+    assert b"".join(_text(r) for r in streamed) == text.encode("utf-8")
     # The check can tell LoRA on from off: the ASR weights (`llm`) answer the same prompt differently.
     tokenizer = AutoTokenizer.from_pretrained(str(artifacts_dir / "llm_base"))
     prompt = np.array([chat_prompt_ids(tokenizer, qa_messages(question, transcript), True)], dtype=np.int32)
