@@ -30,6 +30,7 @@ AUDIO_STEPS = "audio_steps.pbtxt"
 COMPLETE_MARKER = ".complete"
 Tier = Literal["cpu", "gpu"]
 TIERS: tuple[Tier, ...] = ("cpu", "gpu")
+LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # gpu-tier artifacts, built on a GPU machine by `export trt` / `export trtllm` (docs/design.md).
 ENCODER_PLAN = "encoder.plan"
@@ -121,7 +122,7 @@ _STREAMING_MAP = '      output_map { key: "streaming" value: "_streaming" }'
 
 
 def template_values(
-    manifest: Manifest, tier: Tier, llm_device: str = "cpu", compute_threads: int = 1
+    manifest: Manifest, tier: Tier, llm_device: str = "cpu", compute_threads: int = 1, llm_dtype: str = "auto"
 ) -> dict[str, str]:
     """Values shared by every template of a tier (`llm_device` gpu: the cpu tier's PyTorch LLM on CUDA)."""
     defaults = TIER_DEFAULTS[tier]
@@ -141,6 +142,7 @@ def template_values(
         "mel_bucket_frames": manifest.max_mel_frames if defaults.bucket_to_max_length else 0,
         # Threads per python model's torch / onnxruntime (0: their default, every core).
         "compute_threads": compute_threads,
+        "llm_dtype": llm_dtype,
         # The reference decodes with 128 new tokens; the gateway asks for up to 512.
         "max_new_tokens_limit": 1024,
         "max_prompt_tokens": 4096,
@@ -217,6 +219,7 @@ def fill_repository(
     serve_root: Path | None = None,
     llm_device: str = "cpu",
     compute_threads: int = 1,
+    llm_dtype: str = "auto",
 ) -> None:
     """Write a complete Triton model repository for `tier` into `out_dir` (replacing it).
 
@@ -225,18 +228,22 @@ def fill_repository(
     PyTorch LLMs on a GPU instance (a GPU machine without TensorRT-LLM). `compute_threads` caps
     each cpu-tier model's torch / onnxruntime threads (0: all cores each; several models sharing
     few cores run much faster with 1 than with spinning thread pools fighting each other).
+    `llm_dtype` is the cpu tier's PyTorch dtype: auto (checkpoint dtype on CUDA, float32 on CPU),
+    float32, bfloat16 or float16.
     """
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
     if llm_device not in ("cpu", "gpu"):
         raise ValueError(f"llm_device must be cpu or gpu, got {llm_device!r}")
+    if llm_dtype not in LLM_DTYPES:
+        raise ValueError(f"llm_dtype must be one of {LLM_DTYPES}, got {llm_dtype!r}")
     artifacts_dir = Path(artifacts_dir).resolve()
     out_dir = Path(out_dir).resolve()
     manifest = Manifest.load(artifacts_dir)
     if tier == "gpu":
         _check_gpu_artifacts(artifacts_dir)
     root = Path(serve_root).resolve() if serve_root else out_dir
-    values = template_values(manifest, tier, llm_device, compute_threads)  # type: ignore[arg-type]
+    values = template_values(manifest, tier, llm_device, compute_threads, llm_dtype)  # type: ignore[arg-type]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -288,6 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="cpu tier: torch / onnxruntime threads per model (0: all cores)"
     )
+    parser.add_argument("--llm-dtype", choices=LLM_DTYPES, default="auto", help="cpu tier: PyTorch dtype of the LLMs")
     parser.add_argument(
         "--serve-root",
         type=Path,
@@ -304,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
         serve_root=args.serve_root,
         llm_device=args.llm_device,
         compute_threads=args.threads,
+        llm_dtype=args.llm_dtype,
     )
     print(f"{args.tier}-tier model repository written to {args.out}")
     return 0

@@ -250,13 +250,15 @@ def test_fill_replaces_an_old_repository(artifacts_dir: Path, tmp_path: Path) ->
 def test_cli_fills_the_cpu_tier(artifacts_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "export", "repository", "--artifacts", str(artifacts_dir), "--tier", "cpu",
-         "--out", str(tmp_path / "repo"), "--llm-device", "gpu"],
+         "--out", str(tmp_path / "repo"), "--llm-device", "gpu", "--llm-dtype", "bfloat16", "--threads", "0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     configs = load_configs(tmp_path / "repo")
     assert configs["llm"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert configs["preprocessor"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert configs["llm_base"].parameters["dtype"].string_value == "bfloat16"
+    assert configs["encoder"].parameters["intra_op_threads"].string_value == "0"
 
 
 def test_templates_cover_every_model() -> None:
