@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+from types import FrameType
+
 import uvicorn
 
 from gateway.logging_setup import log_config
 from gateway.settings import Settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
+
+
 def main() -> None:
     settings = Settings()
+    # uvicorn drains on SIGTERM, then re-raises the signal under the handler it found:
+    # this one turns a finished drain into exit status 0 (Kubernetes and compose read
+    # -15 as a crash).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

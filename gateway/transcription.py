@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import anyio
 import numpy as np
+from starlette.datastructures import FormData
 
 from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
 from gateway.errors import APIError, BadRequestError
@@ -67,6 +68,19 @@ def check_model(requested: str, served: str) -> None:
         raise BadRequestError(
             f"model '{requested}' is not served here; use '{served}'", param="model", code="model_not_found"
         )
+
+
+def reject_repeated_fields(fields: FormData) -> None:
+    """A single-valued field sent twice (two files, two models) is ambiguous: refuse it
+    rather than let the form parser keep one silently. `fields` is the parsed multipart
+    form (Starlette caches it, so reading it again costs nothing)."""
+    for name in dict.fromkeys(fields.keys()):
+        if name.endswith("[]"):
+            continue
+        if len(fields.getlist(name)) > 1:
+            raise BadRequestError(
+                f"'{name}' was sent more than once; send exactly one", param=name, code="duplicate_parameter"
+            )
 
 
 def validate_form(form: TranscriptionForm, served_model: str) -> None:

@@ -1,8 +1,8 @@
 """Non-blocking Triton client for the three ensembles (tritonclient.grpc.aio).
 
 Every call records latency and errors, and turns gRPC failures into typed API
-errors: unreachable -> 503, deadline -> 504, anything else -> 502. A caller that
-gets cancelled (client disconnect) cancels its RPC with it.
+errors: input the model refuses -> 400, unreachable -> 503, deadline -> 504, anything
+else -> 502. A caller that gets cancelled (client disconnect) cancels its RPC with it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tritonclient.grpc import InferInput, InferResult
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from gateway.errors import APIError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from gateway.errors import APIError, BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import TritonSettings
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED"}
 _RETRY_AFTER = {"Retry-After": "1"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
+_INVALID = {"StatusCode.INVALID_ARGUMENT"}
+_INPUT_ERROR_TAG = re.compile(r"\[(?P<code>[a-z_]+)\] (?P<reason>.*)", re.DOTALL)
 
 
 # <|endoftext|> (pad) and <|im_end|> (end): not part of the generated text.
@@ -58,10 +61,24 @@ def _status_of(exc: BaseException) -> str:
     return ""
 
 
+def _message_of(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.details() or ""
+    if isinstance(exc, InferenceServerException):
+        return exc.message() or ""
+    return str(exc)
+
+
 def to_api_error(exc: BaseException, model: str) -> APIError:
     """Map a Triton/gRPC failure to the error the client sees."""
     status = _status_of(exc)
-    message = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+    message = _message_of(exc)
+    # The python models tag bad input `[code] message` (a stream's error has no status).
+    tagged = _INPUT_ERROR_TAG.search(message)
+    if tagged or status in _INVALID:
+        code = tagged.group("code") if tagged else "invalid_argument"
+        reason = tagged.group("reason") if tagged else message
+        return BadRequestError(f"the model refused the request: {reason}", code=code)
     if status in _TIMEOUT:
         return UpstreamTimeoutError(f"Triton did not answer {model} in time")
     if status in _UNAVAILABLE:

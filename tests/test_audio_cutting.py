@@ -188,3 +188,34 @@ def test_plan_cuts_continuous_speech_within_the_window() -> None:
 
 def test_plan_without_speech_is_empty() -> None:
     assert _plan([], 40.0, 10.0) == []
+
+
+def test_short_speech_is_one_whole_piece_after_a_prefix_check(utterances, vad: SileroVad) -> None:
+    """Audio that fits one window and speaks early: one piece, the whole clip, and the VAD
+    scores only the prefix (the gateway's common case, where VAD was most of its CPU)."""
+    from tests.fixtures.audio.speech import read_audio
+
+    samples, _ = read_audio(max(utterances, key=lambda u: u.duration_s).path)
+    quick_started = time.process_time()
+    pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad)
+    quick_cpu = time.process_time() - quick_started
+    assert [(p.start, p.end) for p in pieces] == [(0, samples.size)]
+    assert np.shares_memory(pieces[0].samples, samples)
+    assert vad.speech_in_prefix(samples, RATE, 2.0)
+    full_started = time.process_time()
+    full = split_on_pauses(samples, RATE, WINDOW_S, vad=vad, options=CutOptions(quick_check_s=0.0))
+    full_cpu = time.process_time() - full_started
+    assert len(full) == 1 and 0 <= full[0].start < full[0].end <= samples.size  # same speech, trimmed edges
+    print(f"\n{samples.size / RATE:.1f} s clip: prefix check {quick_cpu * 1000:.0f} ms CPU, "
+          f"whole-clip VAD {full_cpu * 1000:.0f} ms")
+
+
+def test_speech_after_the_prefix_is_still_found(utterances, vad: SileroVad) -> None:
+    """Silence first: the prefix check finds nothing, the whole-clip VAD still finds the speech."""
+    from tests.fixtures.audio.speech import read_audio
+
+    speech, _ = read_audio(utterances[0].path)
+    samples = np.concatenate([np.zeros(5 * RATE, dtype=np.float32), speech])
+    assert not vad.speech_in_prefix(samples, RATE, 2.0)
+    pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad)
+    assert len(pieces) == 1 and pieces[0].start >= 4 * RATE

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from gateway.audio import Piece
 from gateway.auth import bearer_token, key_matches
-from gateway.errors import BadRequestError
+from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.protocol import ResponseFormat, TranscriptionForm, TranscriptionSegment
 from gateway.readiness import ReadinessProbe
 from gateway.settings import Settings
@@ -22,6 +22,7 @@ from gateway.subtitles import to_srt, to_vtt
 from gateway.text_join import DeltaJoiner, join_pieces
 from gateway.thinking import ThinkingFilter, strip_thinking
 from gateway.transcription import segments_from, validate_form
+from gateway.triton_client import to_api_error
 
 MODEL = "canary-qwen-2.5b"
 
@@ -216,3 +217,42 @@ def test_readiness_is_cached_then_rechecked() -> None:
 
 def test_response_format_values_match_openai() -> None:
     assert {f.value for f in ResponseFormat} == {"json", "text", "srt", "vtt", "verbose_json"}
+
+
+@pytest.mark.parametrize(
+    "message, status, expected, code",
+    [
+        # A streamed error: no status, the python model's tag decides.
+        ("in ensemble 'canary_qwen_chat', [context_length_exceeded] the prompt is 5013 tokens; the maximum is 4096",
+         None, BadRequestError, "context_length_exceeded"),
+        ("in ensemble 'canary_qwen', [invalid_argument] AUDIO is empty", None, BadRequestError, "invalid_argument"),
+        ("AUDIO is empty", "StatusCode.INVALID_ARGUMENT", BadRequestError, "invalid_argument"),
+        ("scripted model failure", "StatusCode.INTERNAL", UpstreamError, "upstream_error"),
+        ("scripted model failure", None, UpstreamError, "upstream_error"),
+        ("connection refused", "StatusCode.UNAVAILABLE", UpstreamUnavailableError, None),
+        ("deadline", "StatusCode.DEADLINE_EXCEEDED", UpstreamTimeoutError, None),
+    ],
+)
+def test_triton_failures_map_to_client_or_server_errors(
+    message: str, status: str | None, expected: type, code: str | None
+) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    error = to_api_error(InferenceServerException(msg=message, status=status), "canary_qwen")
+    assert type(error) is expected
+    if code is not None:
+        assert error.code == code
+    if expected is BadRequestError:
+        assert "[" not in error.message and error.message.endswith(message.split("] ")[-1])
+
+
+def test_single_valued_fields_sent_twice_are_refused() -> None:
+    from starlette.datastructures import FormData
+
+    from gateway.transcription import reject_repeated_fields
+
+    reject_repeated_fields(FormData([("model", "m"), ("timestamp_granularities[]", "segment"),
+                                     ("timestamp_granularities[]", "word")]))  # arrays may repeat
+    with pytest.raises(BadRequestError) as caught:
+        reject_repeated_fields(FormData([("model", "m"), ("model", "n")]))
+    assert caught.value.param == "model" and caught.value.code == "duplicate_parameter"

@@ -262,8 +262,6 @@ def test_sigterm_past_the_drain_timeout_still_exits(fake_triton: FakeTriton, spe
         assert result, "the client was left hanging"
 
 
-@pytest.mark.xfail(strict=True, reason="uvicorn re-raises the SIGTERM it drained on, so the gateway exits -15; "
-                   "fix in gateway/__main__.py (see the reliability report)")
 def test_sigterm_exit_code_is_zero(fake_triton: FakeTriton, tmp_path: Path) -> None:
     with run_gateway(gateway_env(fake_triton), tmp_path / "gateway.log") as gateway:
         gateway.process.send_signal(signal.SIGTERM)

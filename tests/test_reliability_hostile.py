@@ -191,8 +191,6 @@ def test_multipart_without_file(hardened: Hardened) -> None:
     assert_still_ready(hardened)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: a second `file` part is silently ignored (200); "
-                   "fix in gateway/routes/transcriptions.py, see the reliability report")
 def test_multipart_with_file_twice(hardened: Hardened, utterances: list[Utterance]) -> None:
     audio = utterances[0].path.read_bytes()
     body, headers = raw_multipart((b"model", None, MODEL_ID.encode()), (b"file", b"a.wav", audio),
@@ -241,8 +239,6 @@ def test_invalid_utf8_json_body(hardened: Hardened) -> None:
     assert_still_ready(hardened)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: Triton's 'prompt too long' (INVALID_ARG) comes back as 502; "
-                   "fix in gateway/triton_client.py + model_repository/common/triton_io.py, see the reliability report")
 def test_five_megabyte_chat_body(hardened: Hardened) -> None:
     """5 MB of text is far past the model's context: a clear 400, quickly, not a 5xx or a hang."""
     started = time.monotonic()

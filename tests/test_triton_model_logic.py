@@ -185,6 +185,27 @@ def test_chat_request_refuses_bad_input(tokenizer, payload: bytes, budget: int, 
         )
 
 
+def test_too_long_prompt_carries_openais_code(tokenizer) -> None:
+    payload = b'[{"role": "user", "content": "' + b"word " * 100 + b'"}]'
+    with pytest.raises(chat_request.PromptTooLongError) as caught:
+        chat_request.build_chat_request(
+            tokenizer, CHAT, np.array([[payload]], dtype=np.object_), np.array([[4]]), np.array([[False]])
+        )
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_error_messages_tag_bad_input_with_a_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed errors reach the gateway as bare text: bad input must be told apart there."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", ModuleType("triton_python_backend_utils"))
+    triton_io = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location("_repo_common_triton_io", TEMPLATES / "common" / "triton_io.py")
+    )
+    triton_io.__spec__.loader.exec_module(triton_io)
+    assert triton_io.error_message(ValueError("AUDIO is empty")) == "[invalid_argument] AUDIO is empty"
+    assert triton_io.error_message(chat_request.PromptTooLongError("too long")) == "[context_length_exceeded] too long"
+    assert triton_io.error_message(RuntimeError("boom")) == "boom"  # the model's fault: no tag
+
+
 # --- detokenizer --------------------------------------------------------------------------------
 
 

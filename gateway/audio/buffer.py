@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 _BLOCK_SAMPLES = 1 << 20  # 4 MiB of float32: small next to a request, big next to a frame
@@ -12,7 +14,10 @@ class SampleBuffer:
 
     Growing a single array by doubling would briefly hold up to three times the audio;
     fixed blocks copied once into the final array (each freed as it is copied) hold at most
-    the audio plus one block.
+    the audio plus one block. Blocks are anonymous memory maps, not malloc memory: glibc
+    serves 4 MiB requests from a thread's arena once its dynamic mmap threshold has risen,
+    and arena memory freed below the top is not returned, so a second hour-long decode in a
+    worker thread peaked at twice the audio and kept the difference.
     """
 
     def __init__(self, block_samples: int = _BLOCK_SAMPLES) -> None:
@@ -29,7 +34,7 @@ class SampleBuffer:
         offset = 0
         while offset < data.size:
             if not self._blocks or self._fill == self._block_samples:
-                self._blocks.append(np.empty(self._block_samples, dtype=np.float32))
+                self._blocks.append(_mapped_block(self._block_samples))
                 self._fill = 0
             take = min(data.size - offset, self._block_samples - self._fill)
             self._blocks[-1][self._fill : self._fill + take] = data[offset : offset + take]
@@ -51,3 +56,8 @@ class SampleBuffer:
         self._fill = 0
         self._total = 0
         return out
+
+
+def _mapped_block(samples: int) -> np.ndarray:
+    """A float32 array over its own anonymous mapping: unmapped when the array is freed."""
+    return np.frombuffer(mmap.mmap(-1, samples * 4), dtype=np.float32)

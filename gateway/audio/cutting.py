@@ -10,6 +10,8 @@ Rules, in order of preference:
 4. Only speech that runs on longer than a piece without any pause is cut inside speech,
    at the lowest-energy 20 ms near the window end.
 5. Audio without speech gives no pieces.
+6. Audio that fits in one piece is kept whole as soon as speech shows in its first
+   `quick_check_s`: the rest need not be scored.
 
 Every piece keeps its exact offset in the original signal (`start`/`end` in samples,
 `start_s`/`end_s` in seconds), and `samples` is a view into the caller's array (no copy).
@@ -52,6 +54,7 @@ class CutOptions:
     lookback_fraction: float = 0.5  # cut at the longest pause in this last part of the window
     fallback_search_s: float = 5.0  # continuous speech: lowest-energy point in this last stretch
     edge_pad_s: float = 0.3  # silence kept before and after speech where a long pause is dropped
+    quick_check_s: float = 2.0  # audio that fits one piece is whole once speech shows in this prefix
 
 
 def has_speech(samples: np.ndarray, sample_rate: int, *, vad: SileroVad | None = None) -> bool:
@@ -72,7 +75,14 @@ def split_on_pauses(
         raise ValueError("max_piece_seconds must be positive")
     opts = options or CutOptions()
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    segments = (vad or shared_vad()).speech_segments(audio, sample_rate, opts.vad)
+    detector = vad or shared_vad()
+    if 0 < audio.size <= max_piece_seconds * sample_rate and detector.speech_in_prefix(
+        audio, sample_rate, opts.quick_check_s, opts.vad
+    ):
+        # One piece either way, and speech is certain: scoring the rest would change nothing
+        # but the trimmed edges, and VAD is most of the gateway's CPU on short requests.
+        return [Piece(start_s=0.0, end_s=audio.size / sample_rate, samples=audio, start=0, end=audio.size)]
+    segments = detector.speech_segments(audio, sample_rate, opts.vad)
     bounds = plan_cuts(audio, segments, sample_rate, max_piece_seconds, opts)
     return [
         Piece(

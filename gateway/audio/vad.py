@@ -124,6 +124,19 @@ class SileroVad:
                 probs[:, step - warmup] = output[:, 0]
         return probs.reshape(-1)[:n_frames]
 
+    def speech_in_prefix(
+        self, samples: np.ndarray, sample_rate: int, seconds: float, options: VadOptions | None = None
+    ) -> bool:
+        """Whether speech is confirmed within the first `seconds` (whole frames only).
+
+        Sound: the hysteresis is causal, so a segment already long enough in the prefix
+        stays one in the whole signal. False only means "not found in the prefix".
+        """
+        frame = self.frame_samples(sample_rate)
+        prefix = np.asarray(samples, dtype=np.float32).reshape(-1)[: int(seconds * sample_rate) // frame * frame]
+        probs = self.frame_probabilities(prefix, sample_rate)
+        return bool(segments_from_probabilities(probs, frame, sample_rate, prefix.size, options or VadOptions()))
+
     def speech_segments(
         self, samples: np.ndarray, sample_rate: int, options: VadOptions | None = None
     ) -> list[SpeechSegment]:

@@ -25,7 +25,13 @@ from gateway.protocol import (
 from gateway.sse import event, sse_response
 from gateway.streaming import prefetch
 from gateway.subtitles import to_srt, to_vtt
-from gateway.transcription import PreparedAudio, Transcript, TranscriptionService, validate_form
+from gateway.transcription import (
+    PreparedAudio,
+    Transcript,
+    TranscriptionService,
+    reject_repeated_fields,
+    validate_form,
+)
 
 ROUTE = "/v1/audio/transcriptions"
 router = APIRouter(tags=["audio"])
@@ -73,6 +79,7 @@ async def create_transcription(
     transcriber: TranscriberDep,
     settings: SettingsDep,
 ) -> Response:
+    reject_repeated_fields(await request.form())
     validate_form(form, settings.model.id)
     limit = settings.limits.max_upload_bytes
     if form.file.size is not None and form.file.size > limit:

@@ -35,7 +35,16 @@ def ok_response(outputs: dict[str, np.ndarray]) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()])
 
 
+def error_message(error: Exception) -> str:
+    """Bad input (ValueError) is tagged `[code] ...`: a streamed error reaches the client
+    as a bare message (gRPC stream responses carry no status), and the tag is how the
+    gateway still tells the client's fault (400) from the model's (502)."""
+    if not isinstance(error, ValueError):
+        return str(error)
+    return f"[{getattr(error, 'code', 'invalid_argument')}] {error}"
+
+
 def error_response(error: Exception) -> Any:
     """A per-request error: INVALID_ARG for bad input (ValueError), INTERNAL otherwise."""
     code = pb_utils.TritonError.INVALID_ARG if isinstance(error, ValueError) else pb_utils.TritonError.INTERNAL
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(error_message(error), code))

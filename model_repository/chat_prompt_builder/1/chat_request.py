@@ -8,6 +8,12 @@ import numpy as np
 from canary_qwen.prompt import ChatTokenizer, chat_prompt_ids, parse_messages
 
 
+class PromptTooLongError(ValueError):
+    """The chat prompt does not fit the LLM's context (OpenAI's code for it)."""
+
+    code = "context_length_exceeded"
+
+
 @dataclass(frozen=True)
 class ChatSpec:
     end_id: int
@@ -36,7 +42,7 @@ def build_chat_request(
         raise ValueError(f"MESSAGES is not a valid list of text messages: {error}") from None
     ids = chat_prompt_ids(tokenizer, parsed, bool(np.asarray(enable_thinking).reshape(-1)[0]))
     if len(ids) > spec.max_prompt_tokens:
-        raise ValueError(f"the prompt is {len(ids)} tokens; the maximum is {spec.max_prompt_tokens}")
+        raise PromptTooLongError(f"the prompt is {len(ids)} tokens; the maximum is {spec.max_prompt_tokens}")
     column = lambda value: np.array([[value]], dtype=np.int32)  # noqa: E731
     return {
         "input_ids": np.array([ids], dtype=np.int32),

@@ -1,0 +1,227 @@
+"""Sustained load on loopback: 32 concurrent clients against a gateway of its own
+(in front of the session's real Triton and tiny model) for a bounded time.
+
+The mix: transcriptions of 1-10 s utterances and a 30 s recording in wav, flac,
+mp3, ogg and opus, as json, text, verbose_json and streamed, plus text chat and
+chat with an audio part. The gateway admits 24 requests at once, so with 32
+clients some get a deliberate 429 (they wait Retry-After and try again).
+
+Passes when every admitted request got a complete, well-formed 200, nothing else
+but 429 came back, and the gateway's RSS at the end is within 10 % of its RSS
+after warm-up. The figures (requests, rps, p50/p99, RSS) are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.audio import EncodeAudio, LongRecording, Utterance
+from tests.fixtures.gateway import MODEL_ID, GatewayProcess, run_gateway, wait_ready
+from tests.reliability.processes import rss_bytes
+
+CLIENTS = 32
+ADMITTED = 24  # GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS: below CLIENTS, so 429s happen on purpose
+WARMUP_S = 15.0
+LOAD_S = 75.0  # measured load after warm-up (bounded: the whole suite runs on 2 cores)
+RSS_WINDOW_S = 10.0  # RSS is the median over this window, after warm-up and at the end
+MAX_RSS_GROWTH = 0.10
+REQUEST_TIMEOUT_S = 120.0
+FORMATS = [("wav", "audio/wav"), ("flac", "audio/flac"), ("mp3", "audio/mpeg"), ("ogg", "audio/ogg"),
+           ("opus", "audio/ogg")]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request recipe: how to send it, and how to check its 200 answer."""
+
+    kind: str
+    send: Callable[[httpx.AsyncClient], Any]  # returns an awaitable of (status, body text)
+    check: Callable[[str], None]
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+
+def _check_json_text(body: str) -> None:
+    assert isinstance(json.loads(body)["text"], str)
+
+
+def _check_verbose(body: str) -> None:
+    parsed = json.loads(body)
+    assert parsed["duration"] > 0 and isinstance(parsed["segments"], list)
+
+
+def _check_text(body: str) -> None:
+    assert body.endswith("\n")
+
+
+def _check_transcript_stream(body: str) -> None:
+    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    assert events and events[-1]["type"] == "transcript.text.done", body[-300:]
+
+
+def _check_chat(body: str) -> None:
+    assert json.loads(body)["choices"][0]["message"]["role"] == "assistant"
+
+
+def _check_chat_stream(body: str) -> None:
+    assert body.rstrip().endswith("data: [DONE]"), body[-300:]
+    assert '"error"' not in body, body[-300:]
+
+
+def _transcription(path: Path, mime: str, response_format: str, stream: bool) -> Callable[[httpx.AsyncClient], Any]:
+    data = path.read_bytes()
+    fields = {"model": MODEL_ID, "response_format": response_format, **({"stream": "true"} if stream else {})}
+
+    async def send(client: httpx.AsyncClient) -> tuple[int, str]:
+        response = await client.post("/v1/audio/transcriptions", data=fields, files={"file": (path.name, data, mime)})
+        return response.status_code, response.text
+
+    return send
+
+
+def _chat(content: Any, stream: bool) -> Callable[[httpx.AsyncClient], Any]:
+    body = {"model": MODEL_ID, "max_completion_tokens": 16, "stream": stream,
+            "messages": [{"role": "user", "content": content}]}
+
+    async def send(client: httpx.AsyncClient) -> tuple[int, str]:
+        response = await client.post("/v1/chat/completions", json=body)
+        return response.status_code, response.text
+
+    return send
+
+
+@pytest.fixture(scope="module")
+def jobs(utterances: list[Utterance], encode_audio: EncodeAudio,
+         long_recording: Callable[[float], LongRecording]) -> list[Job]:
+    out: list[Job] = []
+    for index, utterance in enumerate(utterances):
+        fmt, mime = FORMATS[index % len(FORMATS)]
+        path = utterance.path if fmt == "wav" else encode_audio(utterance.path, fmt)
+        out.append(Job(f"asr-{fmt}-json", _transcription(path, mime, "json", False), _check_json_text))
+        out.append(Job(f"asr-{fmt}-verbose", _transcription(path, mime, "verbose_json", False), _check_verbose))
+        out.append(Job(f"asr-{fmt}-text", _transcription(path, mime, "text", False), _check_text))
+        out.append(Job(f"asr-{fmt}-stream", _transcription(path, mime, "json", True), _check_transcript_stream))
+    long_path = encode_audio(long_recording(0.5).path, "flac")
+    out.append(Job("asr-30s-flac", _transcription(long_path, "audio/flac", "verbose_json", False), _check_verbose))
+    out.append(Job("chat-text", _chat("Say hello.", False), _check_chat))
+    out.append(Job("chat-text-stream", _chat("Count to three.", True), _check_chat_stream))
+    audio_part = {"type": "input_audio", "input_audio": {
+        "data": base64.b64encode(utterances[1].path.read_bytes()).decode(), "format": "wav"}}
+    out.append(Job("chat-audio", _chat([{"type": "text", "text": "What is said?"}, audio_part], False), _check_chat))
+    return out
+
+
+@pytest.fixture(scope="module")
+def load_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    env = {
+        "GATEWAY_TRITON__URL": triton_server.grpc_url,
+        "GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS": str(ADMITTED),
+        "GATEWAY_LOG_LEVEL": "warning",
+    }
+    with run_gateway(env, tmp_path_factory.mktemp("load") / "gateway.log") as gateway:
+        wait_ready(gateway.base_url)
+        yield gateway
+
+
+async def _client_loop(worker: int, base_url: str, jobs: list[Job], stop_at: float, measure_from: float,
+                       tally: Tally) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S) as client:
+        turn = worker
+        while time.monotonic() < stop_at:
+            job = jobs[turn % len(jobs)]
+            turn += 7  # co-prime with the job count in practice: each client walks the whole mix
+            started = time.monotonic()
+            try:
+                status, body = await job.send(client)
+            except httpx.HTTPError as exc:
+                tally.failures.append(f"{job.kind}: {type(exc).__name__} {exc}")
+                continue
+            took = time.monotonic() - started
+            if status == 429:
+                tally.statuses[429] += started >= measure_from
+                await asyncio.sleep(1.0)  # Retry-After
+                continue
+            if status != 200:
+                tally.failures.append(f"{job.kind}: {status} {body[:200]}")
+                continue
+            try:
+                job.check(body)
+            except (AssertionError, KeyError, ValueError) as exc:
+                tally.failures.append(f"{job.kind}: bad 200 body ({exc}): {body[:200]}")
+                continue
+            if started >= measure_from:
+                tally.statuses[200] += 1
+                tally.by_kind[job.kind.split("-")[0]] += 1
+                tally.latencies.append(took)
+
+
+async def _sample_rss(pid: int, stop_at: float, samples: list[tuple[float, int]]) -> None:
+    while time.monotonic() < stop_at:
+        samples.append((time.monotonic(), rss_bytes(pid)))
+        await asyncio.sleep(0.5)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def test_sustained_load(load_gateway: GatewayProcess, jobs: list[Job], capsys: pytest.CaptureFixture[str]) -> None:
+    tally = Tally()
+    rss: list[tuple[float, int]] = []
+    start = time.monotonic()
+    measure_from = start + WARMUP_S
+    stop_at = measure_from + LOAD_S
+
+    async def run() -> None:
+        await asyncio.gather(
+            _sample_rss(load_gateway.process.pid, stop_at, rss),
+            *(_client_loop(i, load_gateway.base_url, jobs, stop_at, measure_from, tally) for i in range(CLIENTS)),
+        )
+
+    asyncio.run(run())
+    ended = time.monotonic()
+
+    def median_rss(t0: float, t1: float) -> float:
+        return statistics.median(value for at, value in rss if t0 <= at <= t1)
+
+    rss_warm = median_rss(measure_from, measure_from + RSS_WINDOW_S)
+    rss_end = median_rss(stop_at - RSS_WINDOW_S, stop_at)
+    answered = tally.statuses[200]
+    measured_s = ended - measure_from
+    summary = (
+        f"\nload: {CLIENTS} clients, {LOAD_S:g} s after {WARMUP_S:g} s warm-up; {answered} answered "
+        f"({dict(tally.by_kind)}), {tally.statuses[429]} deliberate 429s, {len(tally.failures)} errors; "
+        f"{answered / measured_s:.1f} req/s; latency p50 {_percentile(tally.latencies, 0.5):.2f} s, "
+        f"p99 {_percentile(tally.latencies, 0.99):.2f} s, max {max(tally.latencies):.2f} s; "
+        f"gateway RSS after warm-up {rss_warm / 2**20:.0f} MiB, at the end {rss_end / 2**20:.0f} MiB "
+        f"({(rss_end / rss_warm - 1) * 100:+.1f} %)"
+    )
+    with capsys.disabled():
+        print(summary)
+    assert not tally.failures, "\n".join(tally.failures[:20])
+    assert answered >= 50, summary
+    assert set(tally.by_kind) == {"asr", "chat"}, summary
+    assert rss_end <= rss_warm * (1 + MAX_RSS_GROWTH), summary
+    # Nothing left running, and still ready.
+    metrics = httpx.get(f"{load_gateway.base_url}/metrics").text
+    assert "\ngateway_requests_in_flight 0.0" in metrics
+    assert httpx.get(f"{load_gateway.base_url}/health/ready").status_code == 200
