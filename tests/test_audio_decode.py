@@ -66,6 +66,23 @@ def test_surround_5_1_downmix_keeps_level(utterances: list[Utterance], encode_au
     np.testing.assert_allclose(decoded.samples, original, atol=1e-3)
 
 
+def test_mp3_behind_a_large_id3_cover_decodes(utterances: list[Utterance], encode_audio: EncodeAudio) -> None:
+    """Players' mp3s often start with a big ID3v2 tag (cover art), far past the 32 KiB of
+    stream analysis: the audio behind it must still be found, whole."""
+    speech = _speech(utterances)
+    mp3 = encode_audio(speech.path, "mp3").read_bytes()
+    picture = np.random.default_rng(0).integers(0, 256, 400_000, dtype=np.uint8).tobytes()
+    body = b"\x00image/jpeg\x00\x03\x00" + picture  # APIC: encoding, MIME, type, description
+    frame = b"APIC" + len(body).to_bytes(4, "big") + b"\x00\x00" + body
+    size = len(frame)
+    syncsafe = bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+    tagged = b"ID3\x03\x00\x00" + syncsafe + frame + mp3
+    decoded = decode_audio(tagged, max_seconds=60)
+    plain = decode_audio(mp3, max_seconds=60)
+    assert decoded.container == "mp3"
+    np.testing.assert_array_equal(decoded.samples, plain.samples)
+
+
 def test_lossless_16k_mono_is_bit_exact(utterances: list[Utterance], encode_audio: EncodeAudio) -> None:
     speech = _speech(utterances)
     original, _ = read_audio(speech.path)

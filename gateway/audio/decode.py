@@ -41,6 +41,12 @@ _DECLARED_DURATION_FORMATS = frozenset({"ogg", "flac", "mov", "matroska"})
 # Downmix as a normalised average: identical channels keep their level instead of adding
 # up (FFmpeg's float matrix would otherwise sum stereo to 1.4x and clip).
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
+# Format detection keeps FFmpeg's default reach (1 MiB: an mp3 behind a large ID3 cover
+# is still found); stream analysis stops at 32 KiB, enough for any audio codec's
+# parameters, where the default 5 MB made opening cost more than decoding a short clip.
+_OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "probesize": "32768"}
+# Decoded frames are resampled in batches of about this many seconds (see _Resampled).
+_BATCH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,9 +89,7 @@ def decode_audio(
             f"The file is {what}, not audio. Supported formats: {SUPPORTED_FORMATS_HINT}."
         )
     try:
-        container = av.open(
-            source, mode="r", options={"format_whitelist": ",".join(AUDIO_DEMUXERS)}
-        )
+        container = av.open(source, mode="r", options=_OPEN_OPTIONS)
     except (av.error.FFmpegError, ValueError) as err:
         raise UndecodableAudioError(
             f"The file could not be read as audio (unrecognised or corrupt). "
@@ -170,7 +174,12 @@ def _decode_stream(
 
 class _Resampled:
     """Downmixes and resamples frames into a SampleBuffer, rebuilding the resampler when
-    the input format changes mid-stream (concatenated files, mp3 with varying rates)."""
+    the input format changes mid-stream (concatenated files, mp3 with varying rates).
+
+    Decoded frames are short (a WAV packet is ~0.1 s), and each resampler call costs
+    more than the samples in it: frames of one format are gathered into ~0.5 s batches
+    and resampled as one frame.
+    """
 
     def __init__(self, target_rate: int, max_seconds: float) -> None:
         self._rate = target_rate
@@ -181,6 +190,8 @@ class _Resampled:
         self._buffer = SampleBuffer()
         self._resampler: av.AudioResampler | None = None
         self._key: tuple[str, str, int, int] | None = None
+        self._pending: list[np.ndarray] = []  # frames of the current format, not yet resampled
+        self._pending_samples = 0
 
     def push(self, frame: av.AudioFrame) -> None:
         key = (frame.format.name, frame.layout.name, frame.layout.nb_channels, frame.sample_rate)
@@ -190,16 +201,31 @@ class _Resampled:
                 format="flt", layout="mono", rate=self._rate, options=_DOWNMIX_OPTIONS
             )
             self._key = key
-        assert self._resampler is not None
-        for resampled in self._resampler.resample(frame):
-            self._append(resampled)
+        # Planar: (channels, n); packed: (1, n * channels). Either joins along axis 1.
+        self._pending.append(frame.to_ndarray())
+        self._pending_samples += frame.samples
+        if self._pending_samples >= frame.sample_rate * _BATCH_SECONDS:
+            self._resample_pending()
 
     def finish(self) -> np.ndarray:
         self._flush()
         return self._buffer.to_array()
 
+    def _resample_pending(self) -> None:
+        if not self._pending:
+            return
+        assert self._resampler is not None and self._key is not None
+        fmt, layout, _, rate = self._key
+        joined = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+        self._pending, self._pending_samples = [], 0
+        batch = av.AudioFrame.from_ndarray(joined, format=fmt, layout=layout)
+        batch.sample_rate = rate
+        for resampled in self._resampler.resample(batch):
+            self._append(resampled)
+
     def _flush(self) -> None:
         if self._resampler is not None:
+            self._resample_pending()
             for resampled in self._resampler.resample(None):
                 self._append(resampled)
             self._resampler = None
