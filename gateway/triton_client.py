@@ -33,7 +33,8 @@ _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.RE
 _RETRY_AFTER = {"Retry-After": "1"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT"}
-_INPUT_ERROR_TAG = re.compile(r"\[(?P<code>[a-z_]+)\] (?P<reason>.*)", re.DOTALL)
+# Triton's ensemble prefixes the failing step's message with "in ensemble 'NAME', ".
+_INPUT_ERROR_TAG = re.compile(r"(?:in ensemble '[^']*', )?\[(?P<code>[a-z_]+)\] (?P<reason>.*)", re.DOTALL)
 
 
 # <|endoftext|> (pad) and <|im_end|> (end): not part of the generated text.
@@ -74,7 +75,7 @@ def to_api_error(exc: BaseException, model: str) -> APIError:
     status = _status_of(exc)
     message = _message_of(exc)
     # The python models tag bad input `[code] message` (a stream's error has no status).
-    tagged = _INPUT_ERROR_TAG.search(message)
+    tagged = _INPUT_ERROR_TAG.fullmatch(message)
     if tagged or status in _INVALID:
         code = tagged.group("code") if tagged else "invalid_argument"
         reason = tagged.group("reason") if tagged else message

@@ -229,6 +229,7 @@ def test_response_format_values_match_openai() -> None:
         ("AUDIO is empty", "StatusCode.INVALID_ARGUMENT", BadRequestError, "invalid_argument"),
         ("scripted model failure", "StatusCode.INTERNAL", UpstreamError, "upstream_error"),
         ("scripted model failure", None, UpstreamError, "upstream_error"),
+        ("in ensemble 'canary_qwen', index [3] out of range", None, UpstreamError, "upstream_error"),  # no tag
         ("connection refused", "StatusCode.UNAVAILABLE", UpstreamUnavailableError, None),
         ("deadline", "StatusCode.DEADLINE_EXCEEDED", UpstreamTimeoutError, None),
     ],
