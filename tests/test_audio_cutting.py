@@ -14,6 +14,7 @@ import pytest
 from gateway.audio import CutOptions, Piece, SileroVad, SpeechSegment, decode_audio, split_on_pauses
 from gateway.audio.cutting import plan_cuts
 from tests.fixtures.audio import LongRecording
+from tests.fixtures.audio.speech import read_audio, speech_extent
 
 RATE = 16000
 WINDOW_S = 40.0
@@ -80,8 +81,6 @@ def test_silence_and_noise_give_no_pieces(vad: SileroVad) -> None:
 
 def test_speech_without_pauses_is_cut_at_its_quietest_point(utterances, vad: SileroVad) -> None:
     """Back-to-back speech longer than the window: cut at the lowest energy, never over it."""
-    from tests.fixtures.audio.speech import read_audio, speech_extent
-
     clips = []
     for utterance in utterances[1:]:
         samples, _ = read_audio(utterance.path)
@@ -193,8 +192,6 @@ def test_plan_without_speech_is_empty() -> None:
 def test_short_speech_is_one_whole_piece_after_a_prefix_check(utterances, vad: SileroVad) -> None:
     """Audio that fits one window and speaks early: one piece, the whole clip, and the VAD
     scores only the prefix (the gateway's common case, where VAD was most of its CPU)."""
-    from tests.fixtures.audio.speech import read_audio
-
     samples, _ = read_audio(max(utterances, key=lambda u: u.duration_s).path)
     quick_started = time.process_time()
     pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad)
@@ -212,8 +209,6 @@ def test_short_speech_is_one_whole_piece_after_a_prefix_check(utterances, vad: S
 
 def test_speech_after_the_prefix_is_still_found(utterances, vad: SileroVad) -> None:
     """Silence first: the prefix check finds nothing, the whole-clip VAD still finds the speech."""
-    from tests.fixtures.audio.speech import read_audio
-
     speech, _ = read_audio(utterances[0].path)
     samples = np.concatenate([np.zeros(5 * RATE, dtype=np.float32), speech])
     assert not vad.speech_in_prefix(samples, RATE, 2.0)

@@ -196,11 +196,12 @@ def _idle_rss(pid: int) -> float:
 
 
 def _run_clients(base_url: str, jobs: list[Job], until: float, measure_from: float, tally: Tally,
-                 rss: list[tuple[float, int]], pid: int) -> None:
+                 rss: list[tuple[float, int]] | None = None, pid: int = 0) -> None:
+    """All clients until `until`; RSS of `pid` sampled into `rss` when one is given."""
     async def run() -> None:
+        samplers = [_sample_rss(pid, until, rss)] if rss is not None else []
         await asyncio.gather(
-            _sample_rss(pid, until, rss),
-            *(_client_loop(i, base_url, jobs, until, measure_from, tally) for i in range(CLIENTS)),
+            *samplers, *(_client_loop(i, base_url, jobs, until, measure_from, tally) for i in range(CLIENTS)),
         )
 
     asyncio.run(run())
@@ -212,8 +213,7 @@ def test_sustained_load(load_gateway: GatewayProcess, jobs: list[Job], capsys: p
     requests in flight (tens of MiB of decoded audio), so it is reported, not compared."""
     tally = Tally()
     pid = load_gateway.process.pid
-    warmup: list[tuple[float, int]] = []
-    _run_clients(load_gateway.base_url, jobs, time.monotonic() + WARMUP_S, math.inf, tally, warmup, pid)
+    _run_clients(load_gateway.base_url, jobs, time.monotonic() + WARMUP_S, math.inf, tally)  # not counted
     rss_warm = _idle_rss(pid)
     rss: list[tuple[float, int]] = []
     measure_from = time.monotonic()

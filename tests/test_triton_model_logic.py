@@ -197,10 +197,7 @@ def test_too_long_prompt_carries_openais_code(tokenizer) -> None:
 def test_error_messages_tag_bad_input_with_a_code(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streamed errors reach the gateway as bare text: bad input must be told apart there."""
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", ModuleType("triton_python_backend_utils"))
-    triton_io = importlib.util.module_from_spec(
-        importlib.util.spec_from_file_location("_repo_common_triton_io", TEMPLATES / "common" / "triton_io.py")
-    )
-    triton_io.__spec__.loader.exec_module(triton_io)
+    triton_io = load("common", "triton_io")  # needs only the stub's name at import
     assert triton_io.error_message(ValueError("AUDIO is empty")) == "[invalid_argument] AUDIO is empty"
     assert triton_io.error_message(chat_request.PromptTooLongError("too long")) == "[context_length_exceeded] too long"
     assert triton_io.error_message(RuntimeError("boom")) == "boom"  # the model's fault: no tag

@@ -19,7 +19,8 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/ready", responses={503: {"model": ErrorResponse, "description": "Triton or a model is not ready"}})
+@router.get("/health/ready",
+            responses={503: {"model": ErrorResponse, "description": "Triton or a model is not ready"}})
 async def ready(readiness: ReadinessDep) -> JSONResponse:
     """200 only while Triton and every ensemble are ready; 503 otherwise."""
     state = await readiness.get()
