@@ -7,6 +7,11 @@ missing key. Values come from the artifacts' manifest.json and the tier's defaul
 hard-linked (copied across file systems) into the models' version folders, so the filled
 repository is self-contained. The fill happens in a scratch folder that replaces `out` at the end,
 and `out/.complete` marks a finished fill.
+
+Nothing here branches on a model's name: a template folder declares what it needs beyond its
+config in an optional `template.json` (`TemplateNeeds`), and a python-backend config gets the
+folder's `1/*.py`, which import shared code from the installed package (`canary_qwen.serving`).
+Adding a model is one template folder plus one line in `model_specs`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import string
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,8 +31,7 @@ from typing import Literal
 from canary_qwen.manifest import Manifest
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
-COMMON = "common"
-AUDIO_STEPS = "audio_steps.pbtxt"
+TEMPLATE_NEEDS = "template.json"
 COMPLETE_MARKER = ".complete"
 Tier = Literal["cpu", "gpu"]
 TIERS: tuple[Tier, ...] = ("cpu", "gpu")
@@ -59,16 +64,18 @@ TIER_DEFAULTS: dict[Tier, TierDefaults] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One served model: its template folder and what goes into its version folder."""
+    """One served model: its template folder (default: its name) and what goes into its version folder."""
 
     name: str
-    template: str
-    python: bool  # python backend: copy the template's code and `common` modules into 1/
+    template: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
     # destination (inside <name>/1/) -> artifact path (relative to the artifacts dir)
     artifacts: Mapping[str, str] = field(default_factory=dict)
     tokenizer_from: str | None = None  # an LLM folder whose tokenizer files go to 1/tokenizer/
-    common: tuple[str, ...] = ("triton_io",)  # shared modules from model_repository/common/
+
+    @property
+    def template_dir(self) -> Path:
+        return TEMPLATES / (self.template or self.name)
 
 
 def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelSpec]:
@@ -78,47 +85,72 @@ def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelS
     def llm(name: str, decoupled: bool, folder: str, engine: str) -> ModelSpec:
         variables = {"model_name": name, "decoupled": str(decoupled).lower()}
         if cpu:
-            return ModelSpec(name, "llm", True, {**variables, "llm_dir": folder}, {folder: folder})
+            return ModelSpec(name, "llm", {**variables, "llm_dir": folder}, {folder: folder})
         engine_dir = serve_root / name / "1" / "engine"
-        return ModelSpec(name, "llm", False, {**variables, "engine_dir": str(engine_dir)}, {"engine": engine})
+        return ModelSpec(name, "llm", {**variables, "engine_dir": str(engine_dir)}, {"engine": engine})
 
     return [
-        ModelSpec(
-            "preprocessor",
-            "preprocessor",
-            True,
-            artifacts={"mel.safetensors": files.mel, "manifest.json": "manifest.json"},
-            common=(*RAGGED, "triton_io"),
-        ),
-        ModelSpec(
-            "encoder",
-            "encoder",
-            cpu,
-            artifacts={"encoder.onnx": files.encoder} if cpu else {"model.plan": ENCODER_PLAN},
-            common=ONNX_RUNNER,
-        ),
-        ModelSpec(
-            "adapter",
-            "adapter",
-            cpu,
-            artifacts={"adapter.onnx": files.adapter} if cpu else {"model.plan": ADAPTER_PLAN},
-            common=ONNX_RUNNER,
-        ),
-        ModelSpec("prompt_builder", "prompt_builder", True),
-        ModelSpec("chat_prompt_builder", "chat_prompt_builder", True, tokenizer_from=files.llm_base),
+        ModelSpec("preprocessor", artifacts={"mel.safetensors": files.mel, "manifest.json": "manifest.json"}),
+        ModelSpec("encoder", artifacts={"encoder.onnx": files.encoder} if cpu else {"model.plan": ENCODER_PLAN}),
+        ModelSpec("adapter", artifacts={"adapter.onnx": files.adapter} if cpu else {"model.plan": ADAPTER_PLAN}),
+        ModelSpec("prompt_builder"),
+        ModelSpec("chat_prompt_builder", tokenizer_from=files.llm_base),
         llm("llm", False, files.llm_asr, TRTLLM_ASR),
         llm("llm_stream", True, files.llm_asr, TRTLLM_ASR),
         llm("llm_base", True, files.llm_base, TRTLLM_BASE),
-        ModelSpec("detokenizer", "detokenizer", True, tokenizer_from=files.llm_asr),
-        ModelSpec("canary_qwen", "canary_qwen", False, {"streaming_output_map": ""}),
-        ModelSpec("canary_qwen_stream", "canary_qwen_stream", False, {"streaming_output_map": _STREAMING_MAP}),
-        ModelSpec("canary_qwen_chat", "canary_qwen_chat", False),
+        ModelSpec("detokenizer", tokenizer_from=files.llm_asr),
+        ModelSpec("canary_qwen"),
+        ModelSpec("canary_qwen_stream"),
+        ModelSpec("canary_qwen_chat"),
     ]
 
 
-RAGGED = ("ragged",)
-ONNX_RUNNER = ("ragged", "ragged_onnx_model", "triton_io")
-_STREAMING_MAP = '      output_map { key: "streaming" value: "_streaming" }'
+def _prompt_json(manifest: Manifest) -> str:
+    ids = manifest.special_ids
+    data = {
+        "asr_prompt_ids": manifest.asr_prompt_ids,
+        "audio_placeholder_id": ids.audio_placeholder,
+        "vocab_size": manifest.vocab_size,
+        "end_id": ids.end,
+        "pad_id": ids.pad,
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+# Files a template may ask for in its template.json `files`, written into 1/ from the manifest.
+GENERATED_FILES: dict[str, Callable[[Manifest], str]] = {"prompt.json": _prompt_json}
+
+
+@dataclass(frozen=True)
+class TemplateNeeds:
+    """A template folder's template.json: what its model needs beyond config and code (all optional).
+
+    `files`: names from GENERATED_FILES, written into 1/. `snippets`: template variable -> a pbtxt
+    file (relative to model_repository/), itself rendered with the model's values and pasted in.
+    `variables`: template values of this folder's own.
+    """
+
+    files: tuple[str, ...] = ()
+    snippets: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, template_dir: Path) -> TemplateNeeds:
+        path = template_dir / TEMPLATE_NEEDS
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text())
+        unknown = set(data) - {"files", "snippets", "variables"}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        needs = cls(tuple(data.get("files", ())), dict(data.get("snippets", {})), dict(data.get("variables", {})))
+        missing = [name for name in needs.files if name not in GENERATED_FILES]
+        if missing:
+            raise ValueError(f"{path}: no generator for {missing} (export/repository.py GENERATED_FILES)")
+        return needs
+
+
+_PYTHON_BACKEND = re.compile(r'^\s*backend:\s*"python"', re.MULTILINE)
 
 
 def template_values(
@@ -161,8 +193,7 @@ def render(template_text: str, values: Mapping[str, str]) -> str:
         raise KeyError(f"template needs a value for {missing}") from None
 
 
-def config_template(template: str, tier: Tier) -> Path:
-    folder = TEMPLATES / template
+def config_template(folder: Path, tier: Tier) -> Path:
     tiered = folder / f"config.{tier}.pbtxt"
     return tiered if tiered.is_file() else folder / "config.pbtxt"
 
@@ -182,23 +213,9 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
-def _copy_code(spec: ModelSpec, version_dir: Path) -> None:
-    sources = [TEMPLATES / COMMON / f"{name}.py" for name in spec.common]
-    sources += sorted((TEMPLATES / spec.template / "1").glob("*.py"))
-    for source in sources:
+def _copy_code(template_dir: Path, version_dir: Path) -> None:
+    for source in sorted((template_dir / "1").glob("*.py")):
         shutil.copy2(source, version_dir / source.name)
-
-
-def _prompt_json(manifest: Manifest) -> str:
-    ids = manifest.special_ids
-    data = {
-        "asr_prompt_ids": manifest.asr_prompt_ids,
-        "audio_placeholder_id": ids.audio_placeholder,
-        "vocab_size": manifest.vocab_size,
-        "end_id": ids.end,
-        "pad_id": ids.pad,
-    }
-    return json.dumps(data, indent=2) + "\n"
 
 
 def _check_gpu_artifacts(artifacts_dir: Path) -> None:
@@ -264,14 +281,14 @@ def _fill_model(
     model_dir = root / spec.name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
-    model_values = {**values, **spec.variables}
-    if "streaming_output_map" in spec.variables:
-        steps = (TEMPLATES / COMMON / AUDIO_STEPS).read_text()
-        model_values["audio_steps"] = render(steps, model_values)
-    config = render(config_template(spec.template, tier).read_text(), model_values)
+    needs = TemplateNeeds.load(spec.template_dir)
+    model_values = {**values, **needs.variables, **spec.variables}
+    for key, snippet in needs.snippets.items():
+        model_values[key] = render((TEMPLATES / snippet).read_text(), model_values)
+    config = render(config_template(spec.template_dir, tier).read_text(), model_values)
     (model_dir / "config.pbtxt").write_text(config)
-    if spec.python:
-        _copy_code(spec, version_dir)
+    if _PYTHON_BACKEND.search(config):
+        _copy_code(spec.template_dir, version_dir)
     for dest, source in spec.artifacts.items():
         _link_or_copy(artifacts_dir / source, version_dir / dest)
     if spec.tokenizer_from is not None:
@@ -279,8 +296,8 @@ def _fill_model(
             source = artifacts_dir / spec.tokenizer_from / name
             if source.is_file():
                 _link_or_copy(source, version_dir / "tokenizer" / name)
-    if spec.template in ("prompt_builder", "chat_prompt_builder"):
-        (version_dir / "prompt.json").write_text(_prompt_json(manifest))
+    for name in needs.files:
+        (version_dir / name).write_text(GENERATED_FILES[name](manifest))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

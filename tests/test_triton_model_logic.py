@@ -1,8 +1,8 @@
-"""The pure modules behind the python models (model_repository/*/1/*.py), imported without Triton."""
+"""The pure modules behind the python models (canary_qwen/serving/), imported without Triton."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -10,30 +10,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from canary_qwen.serving import asr_prompt, audio_batch, chat_request, llm_request, ragged, token_bytes
 from canary_qwen.tokenizer import AUDIO_PLACEHOLDER_ID, IM_END_ID, VOCAB_SIZE
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_repository"
-
-
-def load(folder: str, name: str) -> ModuleType:
-    """A template module by path, under a name no other test module uses."""
-    key = f"_repo_{folder.replace('/', '_')}_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, TEMPLATES / folder / f"{name}.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
-ragged = load("common", "ragged")
-audio_batch = load("preprocessor/1", "audio_batch")
-asr_prompt = load("prompt_builder/1", "asr_prompt")
-chat_request = load("chat_prompt_builder/1", "chat_request")
-token_bytes = load("detokenizer/1", "token_bytes")
-llm_request = load("llm/1", "llm_request")
-
 
 # --- ragged batches (encoder / adapter) ---------------------------------------------------------
 
@@ -197,7 +175,7 @@ def test_too_long_prompt_carries_openais_code(tokenizer) -> None:
 def test_error_messages_tag_bad_input_with_a_code(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streamed errors reach the gateway as bare text: bad input must be told apart there."""
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", ModuleType("triton_python_backend_utils"))
-    triton_io = load("common", "triton_io")  # needs only the stub's name at import
+    triton_io = importlib.import_module("canary_qwen.serving.triton_io")  # needs only the stub's name at import
     assert triton_io.error_message(ValueError("AUDIO is empty")) == "[invalid_argument] AUDIO is empty"
     assert triton_io.error_message(chat_request.PromptTooLongError("too long")) == "[context_length_exceeded] too long"
     assert triton_io.error_message(RuntimeError("boom")) == "boom"  # the model's fault: no tag

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from ragged import request_items, run_ragged
-from triton_io import error_response, model_config, model_parameters, ok_response, required_array
+
+from canary_qwen.serving.ragged import request_items, run_ragged
+from canary_qwen.serving.triton_io import error_response, model_config, model_parameters, ok_response, required_array
 
 
 class RaggedOnnxModel:

@@ -1,4 +1,4 @@
-"""Thin helpers over the python backend's API, shared by every python model (needs Triton)."""
+"""Thin helpers over the python backend's API, shared by every python model (needs triton_python_backend_utils)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chat_request import ChatSpec, build_chat_request
 from transformers import AutoTokenizer
-from triton_io import error_response, model_parameters, ok_response, required_array
+
+from canary_qwen.serving.chat_request import ChatSpec, build_chat_request
+from canary_qwen.serving.triton_io import error_response, model_parameters, ok_response, required_array
 
 
 class TritonPythonModel:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from token_bytes import TokenBytes
-from triton_io import error_response, model_parameters, ok_response, required_array
+
+from canary_qwen.serving.token_bytes import TokenBytes
+from canary_qwen.serving.triton_io import error_response, model_parameters, ok_response, required_array
 
 
 class TritonPythonModel:

@@ -1,3 +1,3 @@
-"""encoder, cpu tier: FastConformer ONNX on onnxruntime (logic in ragged_onnx_model.py)."""
+"""encoder, cpu tier: FastConformer ONNX on onnxruntime (logic in canary_qwen/serving/ragged_onnx_model.py)."""
 
-from ragged_onnx_model import RaggedOnnxModel as TritonPythonModel  # noqa: F401
+from canary_qwen.serving.ragged_onnx_model import RaggedOnnxModel as TritonPythonModel  # noqa: F401

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 import triton_python_backend_utils as pb_utils
-from canary_qwen.generation import BatchingEngine, GenerationRequest
-from llm_request import ResponsePlan, output_arrays, parse_llm_inputs
 from transformers import AutoModelForCausalLM
-from triton_io import error_response, input_array, model_config, model_parameters, ok_response
+
+from canary_qwen.generation import BatchingEngine, GenerationRequest
+from canary_qwen.serving.llm_request import ResponsePlan, output_arrays, parse_llm_inputs
+from canary_qwen.serving.triton_io import error_response, input_array, model_config, model_parameters, ok_response
 
 log = logging.getLogger(__name__)
 

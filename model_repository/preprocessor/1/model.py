@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from audio_batch import AudioLimits, request_waveforms
+
 from canary_qwen.manifest import Manifest
 from canary_qwen.mel import LogMel
-from ragged import pad_stack
-from triton_io import error_response, model_parameters, ok_response, required_array
+from canary_qwen.serving.audio_batch import AudioLimits, request_waveforms
+from canary_qwen.serving.ragged import pad_stack
+from canary_qwen.serving.triton_io import error_response, model_parameters, ok_response, required_array
 
 
 class TritonPythonModel:

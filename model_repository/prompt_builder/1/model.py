@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from asr_prompt import PromptSpec, build_asr_request
-from triton_io import error_response, model_config, model_parameters, ok_response, required_array
+
+from canary_qwen.serving.asr_prompt import PromptSpec, build_asr_request
+from canary_qwen.serving.triton_io import error_response, model_config, model_parameters, ok_response, required_array
 
 _NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
 
