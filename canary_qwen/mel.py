@@ -25,12 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # NeMo adds this to the std so silent features do not divide by zero.
 _STD_GUARD = 1e-5
-# Frames per FFT/matmul chunk: a chunk's float64 input and spectra (~0.5 MB each) stay in
+# Frames per FFT/matmul chunk: a chunk's float64 input and spectra (~0.4 MB each) stay in
 # L2 cache; 2048 frames (8 MB) ran 2.5-3x slower on one core.
-_CHUNK_FRAMES = 128
-# Mel filters per dense block: the filterbank is banded, so multiplying each
-# block of filters by only the FFT bins they touch skips ~90% of the zeros.
-_FILTER_BLOCK = 8
+_CHUNK_FRAMES = 96
+# Mel filters per dense block: the filterbank is banded, so multiplying each block of
+# filters by only the FFT bins they touch skips most of the zeros. Each np.matmul call
+# costs ~5 us: 4 blocks of 32 beat 16 blocks of 8 despite ~3x the multiply-adds.
+_FILTER_BLOCK = 32
+
+
+# Canary's input rate (its NeMo preprocessor's): the export's default and the rate the gateway sends.
+SAMPLE_RATE = 16000
 
 
 class MelSettings(BaseModel):
@@ -38,7 +43,7 @@ class MelSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sample_rate: int = Field(16000, gt=0)
+    sample_rate: int = Field(SAMPLE_RATE, gt=0)
     features: int = Field(128, gt=0)
     n_fft: int = Field(512, gt=0)
     hop_length: int = Field(160, gt=0)
@@ -152,6 +157,7 @@ class LogMel:
         result = np.empty((frames.shape[0], s.features), dtype=np.float32)
         # Reused FFT input: the frame's span, then zeros up to n_fft.
         buffer = np.zeros((min(_CHUNK_FRAMES, frames.shape[0]), s.n_fft), dtype=np.float64)
+        power_buffer = np.empty((buffer.shape[0], s.n_bins), dtype=np.float32)
         for lo in range(0, frames.shape[0], _CHUNK_FRAMES):
             hi = min(lo + _CHUNK_FRAMES, frames.shape[0])
             fft_in = buffer[: hi - lo]
@@ -160,13 +166,16 @@ class LogMel:
             # energy, which swamps quiet bins (near DC after preemphasis) once
             # logged; in float64 the remaining error is NeMo's own.
             spec = scipy.fft.rfft(fft_in, axis=-1, workers=1)
-            if s.mag_power == 2.0:
-                power64 = spec.real * spec.real
-                power64 += spec.imag * spec.imag
-            else:
-                power64 = np.abs(spec) ** s.mag_power
             # Non-negative terms: float32 from here on only adds relative error.
-            power = power64.astype(np.float32)
+            power = power_buffer[: hi - lo]
+            if s.mag_power == 2.0:
+                # re^2 and im^2 in place over the complex array's float64 view, then one
+                # strided add into float32: no complex temporaries.
+                parts = spec.view(np.float64)
+                np.multiply(parts, parts, out=parts)
+                np.add(parts[:, 0::2], parts[:, 1::2], out=power, casting="same_kind")
+            else:
+                power[...] = np.abs(spec) ** s.mag_power
             chunk = result[lo:hi]
             for row_lo, row_hi, bin_lo, bin_hi, weights in self._blocks:
                 np.matmul(power[:, bin_lo:bin_hi], weights, out=chunk[:, row_lo:row_hi])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import av
@@ -22,7 +21,11 @@ from gateway.audio.errors import (
     UndecodableAudioError,
     UnsupportedMediaError,
 )
+from gateway.audio.pcm import decode_pcm, fast_path_format
+from gateway.audio.result import DecodedAudio
 from gateway.audio.sniff import SNIFF_BYTES, describe_non_audio
+
+__all__ = ["AUDIO_DEMUXERS", "SUPPORTED_FORMATS_HINT", "DecodedAudio", "decode_audio", "decode_audio_av"]
 
 # Demuxers allowed to read user data: audio containers (and video containers that carry
 # audio). Everything else FFmpeg could probe (images, playlists, subtitles) is refused.
@@ -49,23 +52,14 @@ _OPEN_OPTIONS = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "probesize": "327
 _BATCH_SECONDS = 0.5
 
 
-@dataclass(frozen=True)
-class DecodedAudio:
-    """Mono float32 PCM in [-1, 1] at the target rate, plus what the source was."""
-
-    samples: np.ndarray
-    duration_s: float
-    source_rate: int
-    source_channels: int
-    container: str  # FFmpeg demuxer name, e.g. "wav", "mp3", "ogg", "mov" (mp4/m4a), "matroska" (webm)
-    codec: str = ""
-    truncated: bool = False  # the file ended early or turned corrupt; the valid part was kept
-
-
 def decode_audio(
     data: bytes | BinaryIO, *, max_seconds: float, target_rate: int = 16000
 ) -> DecodedAudio:
     """Decode, downmix and resample `data`; raise an `AudioError` subclass for bad input.
+
+    Well-formed mono/stereo PCM WAV and FLAC are read by libsndfile and resampled by soxr
+    (`gateway.audio.pcm`); everything else, and every file that path declines, by PyAV
+    (`decode_audio_av`), which alone decides errors.
 
     - The content decides the format, never a file name (there is none here).
     - `max_seconds` is checked frame by frame while decoding: a small file that expands to
@@ -81,6 +75,29 @@ def decode_audio(
     source = _seekable(data)
     head = source.read(SNIFF_BYTES)
     source.seek(0)
+    pcm_container = fast_path_format(head)
+    if pcm_container is not None:
+        decoded = decode_pcm(source, pcm_container, max_seconds=max_seconds, target_rate=target_rate)
+        if decoded is not None:
+            return decoded
+        source.seek(0)
+    return _decode_av(source, head, max_seconds, target_rate)
+
+
+def decode_audio_av(
+    data: bytes | BinaryIO, *, max_seconds: float, target_rate: int = 16000
+) -> DecodedAudio:
+    """The PyAV path for every format (libswresample resampling): what `decode_audio` did
+    before PCM went through libsndfile. Tests compare the two paths on one corpus."""
+    if max_seconds <= 0:
+        raise ValueError("max_seconds must be positive")
+    source = _seekable(data)
+    head = source.read(SNIFF_BYTES)
+    source.seek(0)
+    return _decode_av(source, head, max_seconds, target_rate)
+
+
+def _decode_av(source: BinaryIO, head: bytes, max_seconds: float, target_rate: int) -> DecodedAudio:
     if not head:
         raise EmptyAudioError("The audio file is empty.")
     what = describe_non_audio(head)
