@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from canary_qwen.manifest import Manifest
+from export.trtllm import PROMPT_TABLE_TYPES, engine_dtype
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_repository"
 TEMPLATE_NEEDS = "template.json"
@@ -52,13 +53,12 @@ class TierDefaults:
     max_queue_delay_us: int
     llm_max_batch_size: int
     preprocessor_instances: int
-    prompt_table_dtype: str
-    bucket_to_max_length: bool  # pad mels to the fixed length the TensorRT encoder was built for
+    prompt_table_dtype: str | None  # None: the ASR engine's dtype (export.trtllm.engine_dtype)
 
 
 TIER_DEFAULTS: dict[Tier, TierDefaults] = {
-    "cpu": TierDefaults(16, 5000, 16, 1, "TYPE_FP32", False),
-    "gpu": TierDefaults(64, 1000, 64, 2, "TYPE_FP16", True),
+    "cpu": TierDefaults(16, 5000, 16, 1, "TYPE_FP32"),
+    "gpu": TierDefaults(64, 1000, 64, 2, None),
 }
 
 
@@ -89,13 +89,22 @@ def model_specs(manifest: Manifest, tier: Tier, serve_root: Path) -> list[ModelS
         engine_dir = serve_root / name / "1" / "engine"
         return ModelSpec(name, "llm", {**variables, "engine_dir": str(engine_dir)}, {"engine": engine})
 
+    # gpu tier: one ASR engine, in `llm_stream` (decoupled); `llm` hands its requests on to it.
+    asr = llm("llm", False, files.llm_asr, TRTLLM_ASR) if cpu else (
+        ModelSpec("llm", "llm_collect", {"model_name": "llm", "engine_model": "llm_stream"})
+    )
+
     return [
         ModelSpec("preprocessor", artifacts={"mel.safetensors": files.mel, "manifest.json": "manifest.json"}),
-        ModelSpec("encoder", artifacts={"encoder.onnx": files.encoder} if cpu else {"model.plan": ENCODER_PLAN}),
-        ModelSpec("adapter", artifacts={"adapter.onnx": files.adapter} if cpu else {"model.plan": ADAPTER_PLAN}),
+        ModelSpec("encoder", artifacts={"encoder.onnx": files.encoder})
+        if cpu
+        else ModelSpec("encoder", "encoder_trt", artifacts={"model.plan": ENCODER_PLAN}),
+        ModelSpec("adapter", artifacts={"adapter.onnx": files.adapter})
+        if cpu
+        else ModelSpec("adapter", "adapter_trt", artifacts={"model.plan": ADAPTER_PLAN}),
         ModelSpec("prompt_builder"),
         ModelSpec("chat_prompt_builder", tokenizer_from=files.llm_base),
-        llm("llm", False, files.llm_asr, TRTLLM_ASR),
+        asr,
         llm("llm_stream", True, files.llm_asr, TRTLLM_ASR),
         llm("llm_base", True, files.llm_base, TRTLLM_BASE),
         ModelSpec("detokenizer", tokenizer_from=files.llm_asr),
@@ -154,32 +163,44 @@ _PYTHON_BACKEND = re.compile(r'^\s*backend:\s*"python"', re.MULTILINE)
 
 
 def template_values(
-    manifest: Manifest, tier: Tier, llm_device: str = "cpu", compute_threads: int = 1, llm_dtype: str = "auto"
+    manifest: Manifest,
+    tier: Tier,
+    llm_device: str = "cpu",
+    compute_threads: int = 1,
+    llm_dtype: str = "auto",
+    asr_engine_dtype: str | None = None,
 ) -> dict[str, str]:
-    """Values shared by every template of a tier (`llm_device` gpu: the cpu tier's PyTorch LLM on CUDA)."""
+    """Values shared by every template of a tier (`llm_device` gpu: the cpu tier's PyTorch LLM on CUDA;
+    `asr_engine_dtype`: the gpu tier's built ASR engine's dtype, which its prompt table must have)."""
     defaults = TIER_DEFAULTS[tier]
+    table_dtype = defaults.prompt_table_dtype
+    if table_dtype is None:
+        if asr_engine_dtype is None:
+            raise ValueError(f"the {tier} tier's prompt table takes the ASR engine's dtype: pass asr_engine_dtype")
+        table_dtype = PROMPT_TABLE_TYPES[asr_engine_dtype]
     values: dict[str, object] = {
         "max_batch_size": defaults.max_batch_size,
         "max_queue_delay_us": defaults.max_queue_delay_us,
         "max_queue_size": 4 * defaults.max_batch_size,
         "llm_max_batch_size": defaults.llm_max_batch_size,
         "preprocessor_instances": defaults.preprocessor_instances,
-        "prompt_table_dtype": defaults.prompt_table_dtype,
+        "prompt_table_dtype": table_dtype,
         "llm_instance_kind": "KIND_GPU" if llm_device == "gpu" else "KIND_CPU",
         "n_mels": manifest.mel.features,
         "d_enc": manifest.d_enc,
         "d_llm": manifest.d_llm,
         "sample_rate": manifest.sample_rate,
         "max_audio_seconds": f"{manifest.max_audio_seconds:g}",
-        "mel_bucket_frames": manifest.max_mel_frames if defaults.bucket_to_max_length else 0,
+        # Both tiers pad a request's mels to its longest; the gpu encoder pads batches to its buckets.
+        "mel_bucket_frames": 0,
         # Threads per python model's torch / onnxruntime (0: their default, every core).
         "compute_threads": compute_threads,
         "llm_dtype": llm_dtype,
         # The reference decodes with 128 new tokens; the gateway asks for up to 512.
         "max_new_tokens_limit": 1024,
         "max_prompt_tokens": 4096,
-        # Three engines share the GPU: each takes this fraction of the memory free when it loads.
-        "kv_cache_free_gpu_mem_fraction": 0.3,
+        # Two engines share the GPU: each takes this fraction of the memory free when it loads.
+        "kv_cache_free_gpu_mem_fraction": 0.4,
         "gpu_device_ids": "0",
     }
     return {key: str(value) for key, value in values.items()}
@@ -257,10 +278,12 @@ def fill_repository(
     artifacts_dir = Path(artifacts_dir).resolve()
     out_dir = Path(out_dir).resolve()
     manifest = Manifest.load(artifacts_dir)
+    built_dtype = None
     if tier == "gpu":
         _check_gpu_artifacts(artifacts_dir)
+        built_dtype = engine_dtype(artifacts_dir / TRTLLM_ASR)
     root = Path(serve_root).resolve() if serve_root else out_dir
-    values = template_values(manifest, tier, llm_device, compute_threads, llm_dtype)  # type: ignore[arg-type]
+    values = template_values(manifest, tier, llm_device, compute_threads, llm_dtype, built_dtype)  # type: ignore[arg-type]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

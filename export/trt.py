@@ -1,16 +1,21 @@
 """`python -m export trt`: encoder.onnx / adapter.onnx -> encoder.plan / adapter.plan (TensorRT).
 
 Standard TensorRT Python API: Builder, a strongly typed network (every layer's
-precision comes from the ONNX graph), OnnxParser, one optimization profile
-over batch and frames, `build_serialized_network`. Each plan is then checked
-against onnxruntime on the same ONNX file. `--precision fp16` first writes an
-fp16 copy of each graph with norms and softmax kept in fp32 (export.onnx_fp16)
-and builds from that.
+precision comes from the ONNX graph), OnnxParser, one optimization profile per
+length bucket, `build_serialized_network`. Each plan is then checked against
+onnxruntime on the same ONNX file, in every profile. `--precision fp16` first
+writes an fp16 copy of each graph with norms and softmax kept in fp32
+(export.onnx_fp16) and builds from that; inputs and outputs stay FP32
+(PLAN_IO_DTYPES, checked on the built engine).
 
-By default the frame range is fixed at the manifest's longest audio (4000 mel
-frames, 500 encoder frames): the gpu tier's preprocessor pads every mel to that
-length, which also avoids TensorRT's trouble with the dynamic-length slices in
-the conformer's subsampling. `--min-frames/--opt-frames` open the range.
+Length buckets (`--bucket-seconds`, default 10 20 40 s = 1000 / 2000 / 4000 mel
+frames, 125 / 250 / 500 encoder frames): each profile has a fixed length and a
+batch range, so a batch is padded only to the shortest bucket that holds its
+longest item (the gpu tier's runner does that, reading the buckets from the
+plan's profiles: canary_qwen/serving/plan_buckets.py). A 5 s clip costs the
+encoder a 10 s bucket, not 40 s. Fixed lengths per profile are also what TensorRT
+needs for the dynamic-length slices in the conformer's subsampling (they built
+with a fixed length, docs/design.md).
 
 Needs NVIDIA's container (export.ngc) on a machine with a CUDA GPU; elsewhere it
 stops at once with one line naming what is missing and exit code 2.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,18 @@ from export.gpu_requirements import (
 STEP = "trt"
 ENCODER, ADAPTER = "encoder", "adapter"
 PLAN_FILES = {ENCODER: "encoder.plan", ADAPTER: "adapter.plan"}
+# Data types of each plan's inputs and outputs (what the gpu-tier configs declare; fp16 graphs
+# keep FP32 at their edges, export.onnx_fp16). Checked on every built engine.
+PLAN_IO_DTYPES = {
+    ENCODER: {"MEL": "TYPE_FP32", "MEL_LENGTH": "TYPE_INT32", "ENCODED": "TYPE_FP32", "ENCODED_LENGTH": "TYPE_INT32"},
+    ADAPTER: {
+        "ENCODED": "TYPE_FP32",
+        "ENCODED_LENGTH": "TYPE_INT32",
+        "AUDIO_EMBEDS": "TYPE_FP32",
+        "AUDIO_EMBEDS_LENGTH": "TYPE_INT32",
+    },
+}
+DEFAULT_BUCKET_SECONDS = (10.0, 20.0, 40.0)
 # Default tolerance of the parity check: max |trt - onnxruntime| / max |onnxruntime|.
 # fp32 graphs build with TF32 matmuls (TensorRT's default), hence not 1e-6.
 TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2}
@@ -58,22 +75,19 @@ class ShapeRange:
 
 @dataclass(frozen=True)
 class Dims:
-    """Batch and frame ranges shared by both plans (frames in mel frames)."""
+    """Batch range and length buckets shared by both plans (buckets in mel frames, ascending)."""
 
     min_batch: int
     opt_batch: int
     max_batch: int
-    min_frames: int
-    opt_frames: int
-    max_frames: int
+    bucket_frames: tuple[int, ...]
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ValueError(f"need 1 <= min <= opt <= max batch, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
-        if not 1 <= self.min_frames <= self.opt_frames <= self.max_frames:
-            raise ValueError(
-                f"need 1 <= min <= opt <= max frames, got {self.min_frames}/{self.opt_frames}/{self.max_frames}"
-            )
+        frames = self.bucket_frames
+        if not frames or frames[0] < 1 or any(a >= b for a, b in zip(frames, frames[1:])):
+            raise ValueError(f"need increasing positive bucket lengths, got {list(frames)}")
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,7 @@ class PlanJob:
     name: str
     onnx: Path
     plan: Path
-    profile: Mapping[str, ShapeRange]
+    profiles: tuple[Mapping[str, ShapeRange], ...]  # one per length bucket, in bucket order
 
 
 def encoder_frames(mel_frames: int, subsampling_factor: int) -> int:
@@ -94,25 +108,26 @@ def encoder_frames(mel_frames: int, subsampling_factor: int) -> int:
     return frames
 
 
-def profiles(manifest: Manifest, dims: Dims) -> dict[str, dict[str, ShapeRange]]:
-    """Optimization profile of each graph, by input name (docs/design.md tensor names)."""
+def bucket_frames(manifest: Manifest, seconds: Iterable[float]) -> tuple[int, ...]:
+    """Mel frames of each bucket: the given lengths below the manifest's longest audio, then that."""
+    hop_seconds = manifest.max_audio_seconds / manifest.max_mel_frames
+    frames = {round(s / hop_seconds) for s in seconds if 0 < s < manifest.max_audio_seconds}
+    return tuple(sorted(f for f in frames if 0 < f < manifest.max_mel_frames)) + (manifest.max_mel_frames,)
+
+
+def profiles(manifest: Manifest, dims: Dims) -> dict[str, list[dict[str, ShapeRange]]]:
+    """Optimization profiles of each graph, one per bucket, by input name (docs/design.md tensor names).
+
+    Each profile fixes the length at its bucket and lets the batch range over min..max.
+    """
     batch = (dims.min_batch, dims.opt_batch, dims.max_batch)
-    mel = (dims.min_frames, dims.opt_frames, dims.max_frames)
-    enc = tuple(encoder_frames(f, manifest.encoder.subsampling_factor) for f in mel)
-
-    def ranges(shape: Any) -> ShapeRange:
-        return ShapeRange(*(tuple(shape(i)) for i in range(3)))
-
-    return {
-        ENCODER: {
-            "MEL": ranges(lambda i: (batch[i], manifest.mel.features, mel[i])),
-            "MEL_LENGTH": ranges(lambda i: (batch[i],)),
-        },
-        ADAPTER: {
-            "ENCODED": ranges(lambda i: (batch[i], enc[i], manifest.d_enc)),
-            "ENCODED_LENGTH": ranges(lambda i: (batch[i],)),
-        },
-    }
+    out: dict[str, list[dict[str, ShapeRange]]] = {ENCODER: [], ADAPTER: []}
+    for mel in dims.bucket_frames:
+        enc = encoder_frames(mel, manifest.encoder.subsampling_factor)
+        lengths = ShapeRange(*((b,) for b in batch))
+        out[ENCODER].append({"MEL": ShapeRange(*((b, manifest.mel.features, mel) for b in batch)), "MEL_LENGTH": lengths})
+        out[ADAPTER].append({"ENCODED": ShapeRange(*((b, enc, manifest.d_enc) for b in batch)), "ENCODED_LENGTH": lengths})
+    return out
 
 
 def plan_jobs(
@@ -126,21 +141,22 @@ def plan_jobs(
         onnx = artifacts / sources[name]
         if precision == "fp16":
             onnx = out / f"{Path(sources[name]).stem}.fp16.onnx"
-        jobs.append(PlanJob(name, onnx, out / PLAN_FILES[name], shapes[name]))
+        jobs.append(PlanJob(name, onnx, out / PLAN_FILES[name], tuple(shapes[name])))
     return jobs
 
 
-def parity_cases(profile: Mapping[str, ShapeRange]) -> list[dict[str, tuple[int, ...]]]:
-    """Input shapes to compare at: the longest frames at batch 1 and 2 (mixed lengths), and opt."""
-    cases = []
-    for batch_pick, frames_pick in (("min", "max"), ("two", "max"), ("opt", "opt")):
-        case = {}
-        for name, shape_range in profile.items():
-            shape = list(getattr(shape_range, frames_pick))
-            shape[0] = min(2, shape_range.max[0]) if batch_pick == "two" else getattr(shape_range, batch_pick)[0]
-            case[name] = tuple(shape)
-        if case not in cases:
-            cases.append(case)
+def parity_cases(profiles: Sequence[Mapping[str, ShapeRange]]) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
+    """(profile index, input shapes) to compare at: in every bucket batch 1 and 2 (mixed lengths), and opt."""
+    cases: list[tuple[int, dict[str, tuple[int, ...]]]] = []
+    for index, profile in enumerate(profiles):
+        for batch_pick in ("min", "two", "opt"):
+            case = {}
+            for name, shape_range in profile.items():
+                shape = list(shape_range.max)
+                shape[0] = min(2, shape_range.max[0]) if batch_pick == "two" else getattr(shape_range, batch_pick)[0]
+                case[name] = tuple(shape)
+            if (index, case) not in cases:
+                cases.append((index, case))
     return cases
 
 
@@ -204,24 +220,45 @@ def build_plan(job: PlanJob, workspace_gib: int, tf32: bool) -> None:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
     if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
-    profile = builder.create_optimization_profile()
-    for name, shape_range in job.profile.items():
-        profile.set_shape(name, shape_range.min, shape_range.opt, shape_range.max)
-    config.add_optimization_profile(profile)
+    for shapes in job.profiles:  # profile k = bucket k: the runner picks profiles by their index
+        profile = builder.create_optimization_profile()
+        for name, shape_range in shapes.items():
+            profile.set_shape(name, shape_range.min, shape_range.opt, shape_range.max)
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TrtBuildError(f"TensorRT failed to build {job.plan.name} (see the log above)")
     job.plan.write_bytes(bytes(serialized))
+    check_io_dtypes(job)
 
 
-def run_plan(plan: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One inference of a serialized engine (device buffers through torch)."""
+_TRT_TO_CONFIG = {"FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64"}
+
+
+def check_io_dtypes(job: PlanJob) -> None:
+    """The built engine's input/output dtypes must be PLAN_IO_DTYPES (the configs' dtypes)."""
+    import tensorrt as trt
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(job.plan.read_bytes())
+    found = {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        dtype = engine.get_tensor_dtype(name)
+        found[name] = _TRT_TO_CONFIG.get(dtype.name, dtype.name)
+    if found != PLAN_IO_DTYPES[job.name]:
+        raise TrtBuildError(f"{job.plan.name}: inputs/outputs {found}, the gpu-tier configs expect {PLAN_IO_DTYPES[job.name]}")
+
+
+def run_plan(plan: Path, inputs: Mapping[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
+    """One inference of a serialized engine in one of its profiles (device buffers through torch)."""
     import tensorrt as trt
     import torch
 
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
+    stream = torch.cuda.Stream()
+    context.set_optimization_profile_async(profile, stream.cuda_stream)
     buffers: dict[str, torch.Tensor] = {}
     for name, array in inputs.items():
         context.set_input_shape(name, array.shape)
@@ -239,7 +276,6 @@ def run_plan(plan: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
         buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
         context.set_tensor_address(name, buffers[name].data_ptr())
         outputs.append(name)
-    stream = torch.cuda.Stream()
     if not context.execute_async_v3(stream.cuda_stream):
         raise TrtBuildError(f"{plan.name}: TensorRT execution failed")
     stream.synchronize()
@@ -256,11 +292,14 @@ def run_onnx(onnx: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarr
 
 def check_parity(job: PlanJob, reference_onnx: Path, tolerance: float) -> float:
     worst = 0.0
-    for case in parity_cases(job.profile):
+    for profile, case in parity_cases(job.profiles):
         inputs = parity_inputs(case)
-        error = relative_error(run_onnx(reference_onnx, inputs), run_plan(job.plan, inputs))
+        error = relative_error(run_onnx(reference_onnx, inputs), run_plan(job.plan, inputs, profile))
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in inputs.items())
-        print(f"export trt: {job.plan.name} vs onnxruntime at {shapes}: relative error {error:.2e}", flush=True)
+        print(
+            f"export trt: {job.plan.name} profile {profile} vs onnxruntime at {shapes}: relative error {error:.2e}",
+            flush=True,
+        )
         worst = max(worst, error)
     if not worst <= tolerance:
         raise TrtBuildError(
@@ -282,9 +321,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-batch", type=int, default=1)
     parser.add_argument("--opt-batch", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=64, help="the gpu tier's max_batch_size")
-    parser.add_argument("--min-frames", type=int, default=None, help="mel frames (default: the manifest's maximum)")
-    parser.add_argument("--opt-frames", type=int, default=None, help="mel frames (default: the manifest's maximum)")
-    parser.add_argument("--max-frames", type=int, default=None, help="mel frames (default: the manifest's maximum)")
+    parser.add_argument("--bucket-seconds", type=float, nargs="+", default=list(DEFAULT_BUCKET_SECONDS),
+                        help="length buckets, one optimization profile each; the manifest's longest audio is always one")
     parser.add_argument("--workspace-gib", type=int, default=8)
     parser.add_argument("--no-tf32", action="store_true", help="exact fp32 matmuls (slower)")
     parser.add_argument("--tolerance", type=float, default=None, help="parity: max relative error (default by precision)")
@@ -292,14 +330,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def dims_from_args(args: argparse.Namespace, manifest: Manifest) -> Dims:
-    longest = args.max_frames or manifest.max_mel_frames
     return Dims(
         min_batch=args.min_batch,
         opt_batch=args.opt_batch,
         max_batch=args.max_batch,
-        min_frames=args.min_frames or longest,
-        opt_frames=args.opt_frames or longest,
-        max_frames=longest,
+        bucket_frames=bucket_frames(manifest, args.bucket_seconds),
     )
 
 

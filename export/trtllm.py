@@ -13,15 +13,20 @@ Two engines, one per Qwen3 folder of `export build`:
   500 audio embeddings, `max_input_len` = the ASR prompt with 500 embeddings;
 - `trtllm_base` from `llm_base`: LLM mode (text chat), no prompt table.
 
-The dtype defaults to float16 because the gpu tier's prompt builder sends the
-prompt table as FP16 (numpy has no bfloat16) and the table must match the
-engine's dtype. Needs NVIDIA's container (export.ngc) with a CUDA GPU;
-elsewhere it stops at once with one line naming what is missing, exit code 2.
+The dtype defaults to the checkpoint's own (`--dtype auto`: its config.json
+`torch_dtype`, bfloat16 for Canary-Qwen's Qwen3; bfloat16 when the checkpoint
+is float32). TensorRT-LLM wants the prompt table in the engine's dtype, so the
+repository fill reads the built engine's dtype back (`engine_dtype`, from the
+engine folder's config.json) and gives it to the prompt builder and the llm
+configs: one source, end to end. Needs NVIDIA's container (export.ngc) with a
+CUDA GPU; elsewhere it stops at once with one line naming what is missing,
+exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -42,7 +47,29 @@ from export.gpu_requirements import (
 STEP = "trtllm"
 ASR, BASE = "asr", "base"
 ENGINE_DIRS = {ASR: "trtllm_asr", BASE: "trtllm_base"}
-DTYPES = ("float16", "bfloat16")
+DTYPES = ("auto", "float16", "bfloat16")
+# Engine dtype -> Triton data type of its prompt_embedding_table (the table must match the engine).
+PROMPT_TABLE_TYPES = {"float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32"}
+
+
+def checkpoint_dtype(hf_dir: Path) -> str:
+    """`auto`: the Hugging Face folder's torch_dtype when TensorRT-LLM builds it, else bfloat16."""
+    config = json.loads((hf_dir / "config.json").read_text())
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return dtype if dtype in ("float16", "bfloat16") else "bfloat16"
+
+
+def engine_dtype(engine_dir: Path) -> str:
+    """The dtype a built engine folder declares: config.json `pretrained_config.dtype` (what
+    `trtllm-build` writes, tensorrt_llm/builder.py Engine.save)."""
+    path = engine_dir / "config.json"
+    try:
+        dtype = json.loads(path.read_text())["pretrained_config"]["dtype"]
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: no pretrained_config.dtype ({exc})") from None
+    if dtype not in PROMPT_TABLE_TYPES:
+        raise ValueError(f"{path}: engine dtype {dtype!r}, expected one of {sorted(PROMPT_TABLE_TYPES)}")
+    return str(dtype)
 
 
 @dataclass(frozen=True)
@@ -124,6 +151,7 @@ def convert_checkpoint(hf_dir: Path, checkpoint_dir: Path, dtype: str) -> None:
 
 
 def build_engine(job: EngineJob, dtype: str, executable: str, work_dir: Path) -> None:
+    dtype = checkpoint_dtype(job.hf_dir) if dtype == "auto" else dtype
     with tempfile.TemporaryDirectory(prefix=f"{job.name}-checkpoint-", dir=work_dir) as checkpoint:
         print(f"export trtllm: converting {job.hf_dir} ({dtype})", flush=True)
         convert_checkpoint(job.hf_dir, Path(checkpoint), dtype)
@@ -134,7 +162,10 @@ def build_engine(job: EngineJob, dtype: str, executable: str, work_dir: Path) ->
         result = subprocess.run(command, check=False)
         if result.returncode != 0:
             raise subprocess.CalledProcessError(result.returncode, command)
-    print(f"export trtllm: wrote {job.engine_dir}", flush=True)
+    built = engine_dtype(job.engine_dir)
+    if built != dtype:
+        raise ValueError(f"{job.engine_dir} declares dtype {built}, built as {dtype}")
+    print(f"export trtllm: wrote {job.engine_dir} ({built})", flush=True)
 
 
 # ---- command line --------------------------------------------------------------------------
@@ -145,8 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, required=True, help="export build output (manifest, llm_asr/, llm_base/)")
     parser.add_argument("--out", type=Path, default=None, help="where trtllm_asr/ and trtllm_base/ go (default: --artifacts)")
     parser.add_argument("--models", nargs="+", choices=(ASR, BASE), default=[ASR, BASE])
-    parser.add_argument("--dtype", choices=DTYPES, default="float16",
-                        help="engine dtype; must equal the prompt table's (the gpu tier sends FP16)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="engine dtype (auto: the checkpoint's; the repository fill reads it back for the prompt table)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--chat-max-input-len", type=int, default=defaults.chat_max_input_len,
@@ -187,5 +218,8 @@ def run(args: argparse.Namespace) -> int:
             build_engine(job, args.dtype, executable, out)
     except subprocess.CalledProcessError as exc:
         print(f"export {STEP}: trtllm-build failed with exit code {exc.returncode} (its log is above)", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"export {STEP}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -78,7 +78,8 @@ def gpu_artifacts(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     (out / ADAPTER_PLAN).write_bytes(b"stand-in plan")
     for engine in (TRTLLM_ASR, TRTLLM_BASE):
         (out / engine).mkdir()
-        (out / engine / "config.json").write_text("{}")
+        # What trtllm-build writes: the engine's dtype, read back for the prompt table.
+        (out / engine / "config.json").write_text('{"pretrained_config": {"dtype": "bfloat16"}}')
         (out / engine / "rank0.engine").write_bytes(b"stand-in engine")
     return out
 
@@ -143,29 +144,58 @@ def test_gpu_tier_uses_tensorrt_and_tensorrt_llm(repositories: dict[str, Path], 
     repository = repositories["gpu"]
     configs = load_configs(repository)
     for name in ("encoder", "adapter"):
-        assert configs[name].platform == "tensorrt_plan"
+        # The image has no tensorrt backend: the plans run in the python backend, on the GPU.
+        assert configs[name].backend == "python" and not configs[name].platform
+        assert configs[name].instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        assert configs[name].parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
         assert (repository / name / "1" / "model.plan").is_file()
-        # The engines take [B] lengths: Triton reshapes the [1] length dims away.
-        lengths = [t for t in (*configs[name].input, *configs[name].output) if t.data_type == mc.TYPE_INT32]
-        assert lengths and all(list(t.reshape.shape) == [] and t.HasField("reshape") for t in lengths)
-    assert configs["preprocessor"].parameters["mel_bucket_frames"].string_value == str(manifest.max_mel_frames)
-    for name, decoupled in LLMS.items():
+        assert "trt_plan_model" in (repository / name / "1" / "model.py").read_text()
+    # Buckets are the encoder's business: the preprocessor pads a request to its longest only.
+    assert configs["preprocessor"].parameters["mel_bucket_frames"].string_value == "0"
+    engines = {"llm_stream": "/models/llm_stream/1/engine", "llm_base": "/models/llm_base/1/engine"}
+    for name, path in engines.items():
         config = configs[name]
         assert config.backend == "tensorrtllm"
-        assert config.model_transaction_policy.decoupled is decoupled
+        assert config.model_transaction_policy.decoupled is True
         assert {t.name for t in config.input} <= TRTLLM_INPUTS
         assert {t.name for t in config.output} <= TRTLLM_OUTPUTS
         params = {key: value.string_value for key, value in config.parameters.items()}
         assert params["gpt_model_type"] == "inflight_fused_batching"
         assert params["exclude_input_in_output"] == "true"
-        assert params["gpt_model_path"] == f"/models/{name}/1/engine"
+        assert params["gpt_model_path"] == path
         assert (repository / name / "1" / "engine" / "rank0.engine").is_file()
         # Scalars per request are [1] in the config and [] for the backend.
         for tensor in config.input:
             if list(tensor.dims) == [1]:
                 assert tensor.HasField("reshape"), f"{name}.{tensor.name} needs reshape: {{ shape: [ ] }}"
+    # One ASR engine: `llm` is a python model handing requests on to `llm_stream`, no engine of its own.
+    llm = configs["llm"]
+    assert llm.backend == "python" and llm.model_transaction_policy.decoupled is False
+    assert llm.parameters["engine_model"].string_value == "llm_stream"
+    assert not (repository / "llm" / "1" / "engine").exists()
+    # The prompt table takes the built engine's dtype (bf16 in the stand-in's config.json).
     table = next(t for t in configs["prompt_builder"].output if t.name == "prompt_embedding_table")
-    assert table.data_type == mc.TYPE_FP16  # the engine's dtype, not the adapter's fp32
+    assert table.data_type == mc.TYPE_BF16
+    for name in ("llm", "llm_stream"):
+        assert next(t for t in configs[name].input if t.name == "prompt_embedding_table").data_type == mc.TYPE_BF16
+
+
+def test_gpu_prompt_table_follows_the_engine_dtype(gpu_artifacts: Path, tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for item in gpu_artifacts.iterdir():
+        if item.name != TRTLLM_ASR:
+            (artifacts / item.name).symlink_to(item.resolve())
+    (artifacts / TRTLLM_ASR).mkdir()
+    (artifacts / TRTLLM_ASR / "rank0.engine").write_bytes(b"stand-in engine")
+    (artifacts / TRTLLM_ASR / "config.json").write_text('{"pretrained_config": {"dtype": "float16"}}')
+    fill_repository(artifacts, "gpu", tmp_path / "repo")
+    configs = load_configs(tmp_path / "repo")
+    table = next(t for t in configs["prompt_builder"].output if t.name == "prompt_embedding_table")
+    assert table.data_type == mc.TYPE_FP16
+    (artifacts / TRTLLM_ASR / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no pretrained_config.dtype"):
+        fill_repository(artifacts, "gpu", tmp_path / "repo2")
 
 
 def _dims_compatible(a: list[int], b: list[int]) -> bool:
@@ -218,7 +248,7 @@ def test_both_tiers_serve_the_same_tensor_contract(repositories: dict[str, Path]
             shared = {n for n, *_ in cpu_inputs}
             cpu_types = {(n, d) for n, d, _ in cpu_inputs}
             gpu_types = {(n, d) for n, d, _ in gpu_inputs if n in shared}
-            # The prompt table's dtype follows the engine (fp16) on gpu; everything else is equal.
+            # The prompt table's dtype follows the engine (bf16 here) on gpu; everything else is equal.
             assert {x for x in cpu_types if x[0] != "prompt_embedding_table"} == {
                 x for x in gpu_types if x[0] != "prompt_embedding_table"
             }
@@ -262,7 +292,9 @@ def test_cli_fills_the_cpu_tier(artifacts_dir: Path, tmp_path: Path) -> None:
 
 
 def test_templates_cover_every_model() -> None:
-    """Each template folder is used, and the tiered ones have both tiers."""
-    for tiered in ("encoder", "adapter", "llm"):
-        assert (TEMPLATES / tiered / "config.cpu.pbtxt").is_file()
-        assert (TEMPLATES / tiered / "config.gpu.pbtxt").is_file()
+    """The tiered template has both tiers; the gpu tier's own folders have one config each."""
+    assert (TEMPLATES / "llm" / "config.cpu.pbtxt").is_file()
+    assert (TEMPLATES / "llm" / "config.gpu.pbtxt").is_file()
+    for gpu_only in ("encoder_trt", "adapter_trt", "llm_collect"):
+        assert (TEMPLATES / gpu_only / "config.pbtxt").is_file()
+        assert (TEMPLATES / gpu_only / "1" / "model.py").is_file()

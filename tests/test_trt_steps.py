@@ -2,14 +2,17 @@
 
 This machine has neither TensorRT nor TensorRT-LLM nor a GPU, so the builds
 themselves run only in NVIDIA's container (export.ngc); what runs here is the
-fail-fast behaviour, the shapes and command lines they would use, and the
-optional fp16 ONNX conversion (checked with onnxruntime).
+fail-fast behaviour, the shapes (length buckets) and command lines they would
+use, the engine dtype read back, the optional fp16 ONNX conversion (checked
+with onnxruntime), and the pure logic of the gpu tier's runners (bucketed
+padding on torch CPU tensors, the ASR engine's collected responses).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from canary_qwen.manifest import Manifest
+from canary_qwen.serving import plan_buckets, stream_collect
 from export import gpu_requirements, trt, trtllm
 from export.ngc import NGC_IMAGE
 from export.onnx_fp16 import KEEP_FP32_OPS, convert_to_fp16
@@ -101,44 +106,54 @@ def test_encoder_frames_formula() -> None:
     assert trt.encoder_frames(1, 8) == 1
 
 
-def test_default_profiles_fix_frames_at_the_longest_audio(manifest: Manifest) -> None:
+def test_default_buckets_are_10_20_40_seconds(manifest: Manifest) -> None:
     parser = argparse.ArgumentParser()
     trt.add_arguments(parser)
     dims = trt.dims_from_args(parser.parse_args(["--artifacts", "x"]), manifest)
+    assert manifest.max_audio_seconds == 40 and manifest.max_mel_frames == 4000
+    assert dims.bucket_frames == (1000, 2000, 4000)
     shapes = trt.profiles(manifest, dims)
-    assert shapes["encoder"]["MEL"] == trt.ShapeRange((1, 128, 4000), (16, 128, 4000), (64, 128, 4000))
-    assert shapes["encoder"]["MEL_LENGTH"] == trt.ShapeRange((1,), (16,), (64,))
+    # One profile per bucket: the length fixed, the batch 1..64 (opt 16).
+    assert [p["MEL"] for p in shapes["encoder"]] == [
+        trt.ShapeRange((1, 128, n), (16, 128, n), (64, 128, n)) for n in (1000, 2000, 4000)
+    ]
+    assert all(p["MEL_LENGTH"] == trt.ShapeRange((1,), (16,), (64,)) for p in shapes["encoder"])
     d_enc = manifest.d_enc
-    assert shapes["adapter"]["ENCODED"] == trt.ShapeRange((1, 500, d_enc), (16, 500, d_enc), (64, 500, d_enc))
-    assert shapes["adapter"]["ENCODED_LENGTH"] == trt.ShapeRange((1,), (16,), (64,))
+    assert [p["ENCODED"] for p in shapes["adapter"]] == [
+        trt.ShapeRange((1, n, d_enc), (16, n, d_enc), (64, n, d_enc)) for n in (125, 250, 500)
+    ]
+    assert all(p["ENCODED_LENGTH"] == trt.ShapeRange((1,), (16,), (64,)) for p in shapes["adapter"])
 
 
-def test_dynamic_frame_profiles(manifest: Manifest) -> None:
-    dims = trt.Dims(min_batch=1, opt_batch=4, max_batch=8, min_frames=100, opt_frames=1000, max_frames=4000)
-    shapes = trt.profiles(manifest, dims)
-    assert shapes["encoder"]["MEL"] == trt.ShapeRange((1, 128, 100), (4, 128, 1000), (8, 128, 4000))
-    assert [r[1] for r in (shapes["adapter"]["ENCODED"].min, shapes["adapter"]["ENCODED"].opt,
-                           shapes["adapter"]["ENCODED"].max)] == [13, 125, 500]
-    with pytest.raises(ValueError, match="min <= opt <= max frames"):
-        trt.Dims(min_batch=1, opt_batch=1, max_batch=1, min_frames=10, opt_frames=5, max_frames=20)
+def test_bucket_choice_keeps_the_longest_audio_and_drops_the_rest(manifest: Manifest) -> None:
+    assert trt.bucket_frames(manifest, [5, 40, 60, 10, 10]) == (500, 1000, 4000)
+    assert trt.bucket_frames(manifest, [40]) == (4000,)
+    with pytest.raises(ValueError, match="increasing positive bucket lengths"):
+        trt.Dims(min_batch=1, opt_batch=1, max_batch=1, bucket_frames=(2000, 1000))
+    with pytest.raises(ValueError, match="min <= opt <= max batch"):
+        trt.Dims(min_batch=2, opt_batch=1, max_batch=4, bucket_frames=(1000,))
 
 
 def test_plan_jobs_paths(manifest: Manifest, tmp_path: Path) -> None:
-    dims = trt.Dims(1, 1, 2, 4000, 4000, 4000)
+    dims = trt.Dims(1, 1, 2, (1000, 4000))
     fp32 = trt.plan_jobs(manifest, Path("/a"), tmp_path, dims, ["encoder", "adapter"], "fp32")
     assert [(j.onnx, j.plan) for j in fp32] == [
         (Path("/a/encoder.onnx"), tmp_path / "encoder.plan"),
         (Path("/a/adapter.onnx"), tmp_path / "adapter.plan"),
     ]
+    assert [p["MEL"].max for p in fp32[0].profiles] == [(2, 128, 1000), (2, 128, 4000)]
     fp16 = trt.plan_jobs(manifest, Path("/a"), tmp_path, dims, ["encoder"], "fp16")
     assert fp16[0].onnx == tmp_path / "encoder.fp16.onnx"
 
 
-def test_parity_cases_cover_batch_one_two_and_opt(manifest: Manifest) -> None:
-    dims = trt.Dims(1, 4, 8, 100, 1000, 4000)
+def test_parity_cases_cover_every_bucket_at_batch_one_two_and_opt(manifest: Manifest) -> None:
+    dims = trt.Dims(1, 4, 8, (1000, 4000))
     cases = trt.parity_cases(trt.profiles(manifest, dims)["encoder"])
-    assert [c["MEL"] for c in cases] == [(1, 128, 4000), (2, 128, 4000), (4, 128, 1000)]
-    inputs = trt.parity_inputs(cases[1])
+    assert [(k, c["MEL"]) for k, c in cases] == [
+        (0, (1, 128, 1000)), (0, (2, 128, 1000)), (0, (4, 128, 1000)),
+        (1, (1, 128, 4000)), (1, (2, 128, 4000)), (1, (4, 128, 4000)),
+    ]  # fmt: skip
+    inputs = trt.parity_inputs(cases[4][1])
     assert inputs["MEL"].shape == (2, 128, 4000) and inputs["MEL"].dtype == np.float32
     assert inputs["MEL_LENGTH"].dtype == np.int32 and inputs["MEL_LENGTH"].tolist() == [4000, 1333]
 
@@ -220,3 +235,84 @@ def test_trtllm_build_command_lines(manifest: Manifest, tmp_path: Path) -> None:
     assert "--gemm_plugin=bfloat16" in base_command and "--gpt_attention_plugin=bfloat16" in base_command
     assert "--max_input_len=2048" in base_command and "--max_seq_len=2304" in base_command
     assert not any(arg.startswith("--max_prompt_embedding_table_size") for arg in base_command)
+
+
+def test_engine_dtype_defaults_to_the_checkpoint_and_is_read_back(tmp_path: Path) -> None:
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
+    assert trtllm.checkpoint_dtype(hf) == "bfloat16"
+    (hf / "config.json").write_text(json.dumps({"torch_dtype": "float32"}))
+    assert trtllm.checkpoint_dtype(hf) == "bfloat16"  # an fp32 checkpoint builds in bf16
+    (hf / "config.json").write_text(json.dumps({"torch_dtype": "float16"}))
+    assert trtllm.checkpoint_dtype(hf) == "float16"
+    parser = argparse.ArgumentParser()
+    trtllm.add_arguments(parser)
+    assert parser.parse_args(["--artifacts", "x"]).dtype == "auto"
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({"version": "1.0.0", "pretrained_config": {"dtype": "bfloat16"}}))
+    assert trtllm.engine_dtype(engine) == "bfloat16"
+    assert trtllm.PROMPT_TABLE_TYPES[trtllm.engine_dtype(engine)] == "TYPE_BF16"
+    (engine / "config.json").write_text(json.dumps({"pretrained_config": {}}))
+    with pytest.raises(ValueError, match="no pretrained_config.dtype"):
+        trtllm.engine_dtype(engine)
+    (engine / "config.json").write_text(json.dumps({"pretrained_config": {"dtype": "int8"}}))
+    with pytest.raises(ValueError, match="engine dtype 'int8'"):
+        trtllm.engine_dtype(engine)
+
+
+# ---- the gpu tier's runners: length buckets and the collected ASR responses --------------------
+
+
+def test_batches_pad_only_to_their_bucket() -> None:
+    buckets = [1000, 2000, 4000]
+    assert [plan_buckets.bucket_index(n, buckets) for n in (1, 1000, 1001, 4000)] == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="longer than the longest bucket"):
+        plan_buckets.bucket_index(4001, buckets)
+    seen: list[tuple[int, tuple[int, ...]]] = []
+
+    def run(profile: int, data: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append((profile, tuple(data.shape)))
+        assert lengths.dtype == torch.int32
+        # An encoder-like plan: [B, F, T] -> [B, T // 8, 2], lengths // 8.
+        out = data[:, :2, ::8].transpose(1, 2).contiguous()
+        return out, lengths // 8
+
+    def request(*lengths: int) -> plan_buckets.Items:
+        data = torch.zeros(len(lengths), 3, max(lengths))
+        for i, n in enumerate(lengths):
+            data[i, :, :n] = i + 1
+        return plan_buckets.request_items(data, list(lengths), axis=1, longest=buckets[-1])
+
+    # Two requests of 5-8 s clips: one batch in the 10 s bucket, not padded to 40 s.
+    results = plan_buckets.run_bucketed([request(500, 800), request(640)], buckets, run, in_axis=1, out_axis=0)
+    assert seen == [(0, (3, 3, 1000))]
+    (first, first_lengths), (second, second_lengths) = results  # type: ignore[misc]
+    assert first_lengths.tolist() == [[62], [100]] and first.shape == (2, 100, 2)
+    assert second_lengths.tolist() == [[80]] and second.shape == (1, 80, 2)
+    assert float(first[1, :100].min()) == 2.0 and float(second.min()) == 1.0
+    # A 15 s clip moves the batch to the 20 s bucket; a bad request fails alone.
+    seen.clear()
+    bad = ValueError("length 0 outside 1..5")
+    results = plan_buckets.run_bucketed([request(1500), bad], buckets, run, in_axis=1, out_axis=0)
+    assert seen == [(1, (1, 3, 2000))] and results[1] is bad
+    with pytest.raises(ValueError, match="outside"):
+        plan_buckets.request_items(torch.zeros(1, 3, 10), [11], axis=1, longest=4000)
+
+
+def test_collected_responses_rebuild_the_batch() -> None:
+    pieces = [  # batch items answer out of order; item 1 streamed in two pieces
+        (2, np.array([[[7, 8, -1]]], np.int32), np.array([[2]], np.int32)),
+        (0, np.array([[[5]]], np.int32), np.array([[1]], np.int32)),
+        (1, np.array([[[1, 2]]], np.int32), np.array([[2]], np.int32)),
+        (1, np.array([[[3]]], np.int32), np.array([[1]], np.int32)),
+    ]
+    out = stream_collect.collect_responses(3, pieces)
+    assert out["sequence_length"].tolist() == [[1], [3], [2]]
+    assert out["output_ids"].tolist() == [[[5, -1, -1]], [[1, 2, 3]], [[7, 8, -1]]]
+    assert out["output_ids"].dtype == np.int32 and out["sequence_length"].dtype == np.int32
+    with pytest.raises(RuntimeError, match=r"no response for batch items \[1\]"):
+        stream_collect.collect_responses(2, pieces[1:2])
+    with pytest.raises(RuntimeError, match="batch index 2 of a batch of 2"):
+        stream_collect.collect_responses(2, pieces[:1])

@@ -11,7 +11,8 @@ import numpy as np
 from canary_qwen.serving.asr_prompt import PromptSpec, build_asr_request
 from canary_qwen.serving.triton_io import error_response, model_config, model_parameters, ok_response, required_array
 
-_NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
+# A BF16 table (the gpu tier's engine dtype) is built in float32 and cast on the way out (bf16_output).
+_NUMPY_DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16, "TYPE_BF16": np.float32}
 
 
 class TritonPythonModel:
@@ -31,6 +32,11 @@ class TritonPythonModel:
             max_new_tokens_limit=int(params["max_new_tokens_limit"]),
             table_dtype=np.dtype(_NUMPY_DTYPES[table["data_type"]]),
         )
+        self._respond = ok_response
+        if table["data_type"] == "TYPE_BF16":
+            from canary_qwen.serving import bf16_output  # torch: only on the tier that needs it
+
+            self._respond = lambda outputs: bf16_output.response(outputs, {"prompt_embedding_table"})
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
@@ -42,7 +48,7 @@ class TritonPythonModel:
                     required_array(request, "AUDIO_EMBEDS_LENGTH"),
                     required_array(request, "MAX_NEW_TOKENS"),
                 )
-                responses.append(ok_response(outputs))
+                responses.append(self._respond(outputs))
             except Exception as error:
                 responses.append(error_response(error))
         return responses
