@@ -1,30 +1,76 @@
-"""`python -m bench [--help]`: run the benchmarks, print the table, write bench/results/."""
+"""`python -m bench [COMMAND] [--help]`: the benchmarks.
+
+Without a command: the full run (preprocessing, load sweep, long audio), table, JSON and
+plot under bench/results/. Other commands are registered in `COMMANDS`: a name, a one-line
+summary and a `main(argv) -> exit status`; add one line there for a new benchmark.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from bench.report import table
-from bench.runner import headline_keys, run, save
-from bench.settings import BenchSettings
+
+@dataclass(frozen=True)
+class Command:
+    summary: str
+    main: Callable[[list[str]], int]
+
+
+def _full_run(argv: list[str]) -> int:
+    from bench.runner import main
+
+    return main(argv)
+
+
+def _preprocess(argv: list[str]) -> int:
+    from bench.preprocess import main
+
+    return main(argv)
+
+
+def _soak(argv: list[str]) -> int:
+    from bench.soak import main
+
+    return main(argv)
+
+
+def _gpu(argv: list[str]) -> int:
+    from bench.gpu import main
+
+    return main(argv)
+
+
+def _gpu_corpus(argv: list[str]) -> int:
+    from bench.gpu_corpus import main
+
+    return main(argv)
+
+
+# Imported lazily: each command pulls in only what it needs.
+COMMANDS: dict[str, Command] = {
+    "run": Command("the full benchmark (default)", _full_run),
+    "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", _preprocess),
+    "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
+    "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),
+    "gpu-corpus": Command("write the corpus's wavs for a machine without espeak-ng (bench gpu)", _gpu_corpus),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the phases
-    settings = BenchSettings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
-    if not settings.repository_dir.is_dir():
-        print(f"no model repository at {settings.repository_dir}: run `make model` first", file=sys.stderr)
-        return 2
-    document = run(settings)
-    latest, copy = save(document, settings)
-    print(table(document, headline_keys(settings.concurrency)))
-    print(f"\nwritten: {latest} and {copy}")
-    missed = [key for key, check in document["targets"].items() if check["met"] is False]
-    if missed:
-        print(f"targets missed: {', '.join(missed)}")
-    return 0
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]].main(args[1:])
+    if args and args[0] in ("-h", "--help"):
+        print("usage: python -m bench [COMMAND] [options]\n\ncommands:")
+        for name, command in COMMANDS.items():
+            print(f"  {name:<10} {command.summary}")
+        print("\n`python -m bench COMMAND --help` lists a command's options.\n")
+    return COMMANDS["run"].main(args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+CLIENT = "bench client"  # the load generator (this process)
 
 
 def parse_stat(text: str) -> tuple[int, float]:
@@ -50,7 +51,7 @@ def _cmdline(pid: int) -> list[str]:
 
 def service_processes(triton_pid: int, gateway_pid: int) -> dict[str, int]:
     """component name -> pid: gateway, tritonserver, and one `model:<name>` per stub."""
-    found = {"gateway": gateway_pid, "tritonserver": triton_pid, "bench client": os.getpid()}
+    found = {"gateway": gateway_pid, "tritonserver": triton_pid, CLIENT: os.getpid()}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cpu_usage import CLIENT
 from bench.load import LoadResult
-from bench.stats import percentile, ratio, rtfx
+from bench.stats import Interval, percentile, percentile_interval, rate_interval, rate_ratio_interval, rtfx
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,22 @@ class Target:
     op: str  # "<=" or ">="
     value: float
 
-    def met(self, measured: float | None) -> bool | None:
+    def verdict(self, measured: float | None, interval: Sequence[float] | None = None) -> str | None:
+        """"met" only when the whole interval is on the right side, "missed" when all of it
+        is on the wrong side, else "undecided"; a figure without interval is judged alone."""
         if measured is None:
             return None
-        return measured <= self.value if self.op == "<=" else measured >= self.value
+        low, high = (measured, measured) if interval is None else (interval[0], interval[1])
+        good = (lambda x: x <= self.value) if self.op == "<=" else (lambda x: x >= self.value)
+        if good(low) and good(high):
+            return "met"
+        if not good(low) and not good(high):
+            return "missed"
+        return "undecided"
+
+    def met(self, measured: float | None, interval: Sequence[float] | None = None) -> bool | None:
+        verdict = self.verdict(measured, interval)
+        return None if verdict is None else verdict == "met"
 
     def __str__(self) -> str:
         return f"{self.op} {self.value:g}"
@@ -60,40 +73,78 @@ def service_cpu_ms_per_request(cpu_s: Mapping[str, float], requests: int) -> flo
     """CPU milliseconds the services (not the load generator) spent per request."""
     if requests <= 0:
         return None
-    return round(1000 * sum(v for k, v in cpu_s.items() if k != "bench client") / requests, 1)
+    return round(1000 * sum(v for k, v in cpu_s.items() if k != CLIENT) / requests, 1)
+
+
+def client_cpu_ms_per_request(cpu_s: Mapping[str, float], requests: int) -> float | None:
+    """CPU milliseconds the load generator spent per request (differs by arm: see bench/README.md)."""
+    if requests <= 0:
+        return None
+    return round(1000 * cpu_s.get(CLIENT, 0.0) / requests, 1)
+
+
+def _rtfx_rounds(runs: Sequence[LoadResult]) -> tuple[list[float], list[float]]:
+    return [r.audio_s for r in runs], [r.wall_s for r in runs]
+
+
+def _latency_rounds_ms(runs: Sequence[LoadResult]) -> list[list[float]]:
+    return [[s * 1000 for s in r.latencies_s] for r in runs]
+
+
+def level_figures(runs: Sequence[LoadResult]) -> dict[str, Any]:
+    """RTFx and latency percentiles of one arm at one concurrency, each with its interval."""
+    latencies = _latency_rounds_ms(runs)
+    return {
+        "rtfx": rate_interval(*_rtfx_rounds(runs)).as_dict(),
+        **{f"latency_ms_p{q}": percentile_interval(latencies, q).as_dict(1) for q in (50, 95, 99)},
+        "rtfx_per_round": [round(rtfx(r.audio_s, r.wall_s), 2) for r in runs],
+        "requests": sum(r.requests for r in runs),
+    }
 
 
 def headline(
     concurrency: int,
-    gateway_c1: LoadResult,
-    gateway_cn: LoadResult,
-    triton_cn: LoadResult,
-) -> dict[str, float | None]:
-    """The comparison keys, all from phases of the same run."""
+    gateway_c1: Sequence[LoadResult],
+    gateway_cn: Sequence[LoadResult],
+    triton_cn: Sequence[LoadResult],
+) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """The comparison keys and their 95 % intervals, from rounds of the same sweep.
+
+    Ratios pair round i of one arm with round i of the other (they ran side by side).
+    """
     c = concurrency
-    rtfx_c1 = rtfx(gateway_c1.audio_s, gateway_c1.wall_s)
-    rtfx_gw = rtfx(gateway_cn.audio_s, gateway_cn.wall_s)
-    rtfx_tr = rtfx(triton_cn.audio_s, triton_cn.wall_s)
-    latencies_ms = [s * 1000 for s in gateway_cn.latencies_s]
-    gain = ratio(rtfx_gw, rtfx_c1)
-    overhead = ratio(rtfx_tr, rtfx_gw)
-    return {
-        "rtfx_gateway_c1": round(rtfx_c1, 3),
-        f"rtfx_gateway_c{c}": round(rtfx_gw, 3),
-        f"rtfx_triton_c{c}": round(rtfx_tr, 3),
-        f"gateway_overhead_ratio_c{c}": None if overhead is None else round(overhead, 3),
-        f"latency_ms_p50_c{c}": round(percentile(latencies_ms, 50), 1),
-        f"latency_ms_p95_c{c}": round(percentile(latencies_ms, 95), 1),
-        f"latency_ms_p99_c{c}": round(percentile(latencies_ms, 99), 1),
-        f"batching_gain_c{c}": None if gain is None else round(gain, 3),
-    }
+    keys: dict[str, float | None] = {}
+    intervals: dict[str, list[float]] = {}
+
+    def put(key: str, interval: Interval, digits: int = 3) -> None:
+        keys[key] = round(interval.value, digits)
+        intervals[key] = [round(interval.low, digits), round(interval.high, digits)]
+
+    put("rtfx_gateway_c1", rate_interval(*_rtfx_rounds(gateway_c1)))
+    put(f"rtfx_gateway_c{c}", rate_interval(*_rtfx_rounds(gateway_cn)))
+    put(f"rtfx_triton_c{c}", rate_interval(*_rtfx_rounds(triton_cn)))
+    # Overhead = RTFx(Triton) / RTFx(gateway) at c; gain = RTFx(gateway at c) / RTFx(gateway at 1).
+    put(f"gateway_overhead_ratio_c{c}", rate_ratio_interval(_rtfx_rounds(triton_cn), _rtfx_rounds(gateway_cn)))
+    put(f"batching_gain_c{c}", rate_ratio_interval(_rtfx_rounds(gateway_cn), _rtfx_rounds(gateway_c1)))
+    latencies = _latency_rounds_ms(gateway_cn)
+    for q in (50, 95, 99):
+        put(f"latency_ms_p{q}_c{c}", percentile_interval(latencies, q), 1)
+    return keys, intervals
 
 
 def check_targets(document: Mapping[str, Any], concurrency: int) -> dict[str, dict[str, Any]]:
-    return {
-        t.key: {"target": str(t), "measured": document.get(t.key), "met": t.met(document.get(t.key))}
-        for t in targets(concurrency)
-    }
+    intervals = document.get("intervals", {})
+    checks = {}
+    for t in targets(concurrency):
+        measured, interval = document.get(t.key), intervals.get(t.key)
+        checks[t.key] = {
+            "target": str(t),
+            "measured": measured,
+            "ci95": interval,
+            "verdict": t.verdict(measured, interval),
+            "met": t.met(measured, interval),
+        }
+    return checks
 
 
 def _cell(value: Any) -> str:
@@ -105,15 +156,19 @@ def _cell(value: Any) -> str:
 
 
 def table(document: Mapping[str, Any], rows: list[str]) -> str:
-    """A markdown table of the given keys, with their targets where they have one."""
+    """A markdown table of the given keys, with 95 % intervals and targets where they have one."""
     checks = document.get("targets", {})
-    lines = ["| metric | value | target |", "|---|---|---|"]
+    intervals = document.get("intervals", {})
+    lines = ["| metric | value | 95 % interval | target |", "|---|---|---|---|"]
     for key in rows:
         check = checks.get(key)
         verdict = ""
         if check is not None:
-            verdict = f"{check['target']} ({'met' if check['met'] else 'MISSED' if check['met'] is False else 'n/a'})"
-        lines.append(f"| `{key}` | {_cell(document.get(key))} | {verdict} |")
+            state = check.get("verdict") or "n/a"
+            verdict = f"{check['target']} ({state.upper() if state == 'missed' else state})"
+        interval = intervals.get(key)
+        shown = "" if interval is None else f"{_cell(interval[0])} - {_cell(interval[1])}"
+        lines.append(f"| `{key}` | {_cell(document.get(key))} | {shown} | {verdict} |")
     return "\n".join(lines)
 
 

@@ -1,12 +1,14 @@
 """One benchmark run: build the inputs, start the services, measure every phase, report.
 
 Phase order (all in one run, so every comparison shares the machine's state):
-1. preprocessing CPU cost, in this process, before the servers load the cores;
-2. Triton and the gateway start; a few untimed warm-up requests;
+1. preprocessing CPU cost per format, in this process, before the servers load the cores;
+2. Triton and the gateway start (on the services' CPUs); a few untimed warm-up requests;
 3. the long file through a gateway that has only warmed up (RSS growth over idle);
-4. gateway at concurrency 1;
-5. gateway and Triton-direct at high concurrency, alternated in ABBA rounds so slow
-   drifts of the shared machine's load hit both paths alike.
+4. the sweep: both arms at every concurrency, in rounds (bench.sweep: ABBA BAAB arm order,
+   level order flipped every round), the load generator pinned to its own CPU;
+5. one untimed gateway pass under py-spy.
+Then the table (with 95 % bootstrap intervals over rounds), the JSON, the plot and the
+README's table.
 """
 
 from __future__ import annotations
@@ -16,56 +18,32 @@ import datetime as dt
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench import cpu_usage, machine, preprocess, profiling, report, triton_metrics
+from bench import affinity, cpu_usage, machine, plot, preprocess, profiling, readme, report, triton_metrics
 from bench.clients import GatewayClient, TritonEnsembleClient
 from bench.corpus import Clip, build_corpus
 from bench.load import LoadResult, Timed, merge, run_load
 from bench.long_audio import LongRecording, build_long_recording
 from bench.proc_memory import PeakRss, mib, rss_bytes
 from bench.servers import Gateway, gateway, triton
-from launcher.server import TritonServer
 from bench.settings import BenchSettings
 from bench.stats import rtfx
+from bench.sweep import ARMS, Sweep, passes_for, run_sweep
+from launcher.server import TritonServer
 
 log = logging.getLogger("bench")
 
 _SHUFFLE_SEED = 20250101
 
 Measured = tuple[LoadResult, triton_metrics.Snapshot, dict[str, float]]
-
-
-@dataclass
-class PathRuns:
-    """Runs of one request path and the Triton counter deltas they caused."""
-
-    runs: list[LoadResult] = field(default_factory=list)
-    metrics: triton_metrics.Snapshot = field(default_factory=dict)
-    cpu_s: dict[str, float] = field(default_factory=dict)
-
-    def add(self, measured: Measured) -> None:
-        result, change, cpu = measured
-        self.runs.append(result)
-        for name, seconds in cpu.items():
-            self.cpu_s[name] = round(self.cpu_s.get(name, 0.0) + seconds, 2)
-        for model, values in change.items():
-            total = self.metrics.setdefault(model, {})
-            for name, value in values.items():
-                total[name] = total.get(name, 0.0) + value
-
-    @property
-    def merged(self) -> LoadResult:
-        return merge(self.runs)
-
-    def batch_sizes(self) -> dict[str, float]:
-        return triton_metrics.achieved_batch_sizes(self.metrics)
 
 
 def jobs(clips: Sequence[Clip], passes: int) -> list[Timed[Clip]]:
@@ -83,7 +61,7 @@ async def _snapshot(client: httpx.AsyncClient, url: str) -> triton_metrics.Snaps
 
 @dataclass(frozen=True)
 class Observers:
-    """What is read around every phase: Triton's counters and each process's CPU time."""
+    """What is read around every run: Triton's counters and each process's CPU time."""
 
     metrics: httpx.AsyncClient
     metrics_url: str
@@ -131,9 +109,9 @@ async def _load_phases(
     gw: Gateway,
     server: TritonServer,
 ) -> dict[str, Any]:
-    n = settings.concurrency
+    levels = settings.sweep_levels
     timeout = settings.request_timeout_s
-    gateway_client = GatewayClient(gw.base_url, max(n, 4), timeout)
+    gateway_client = GatewayClient(gw.base_url, max(max(levels), 4), timeout)
     triton_client = TritonEnsembleClient(server.grpc_url, settings.max_new_tokens, timeout)
     results: dict[str, Any] = {}
     try:
@@ -151,43 +129,55 @@ async def _load_phases(
 
             assert server.pid is not None
             observers = Observers(metrics, server.metrics_url, cpu_usage.service_processes(server.pid, gw.pid))
-            log.info("gateway, concurrency 1: %d requests", len(clips) * settings.passes_c1)
-            c1 = PathRuns()
-            c1.add(await _measured(observers, lambda: run_load(jobs(clips, settings.passes_c1), gateway_client.clip, 1)))
-
-            gateway_cn, triton_cn = PathRuns(), PathRuns()
-            per_round = jobs(clips, settings.passes_concurrent)
-            for round_index in range(settings.rounds):
-                order = [("gateway", gateway_cn, gateway_client.clip), ("triton", triton_cn, triton_client.clip)]
-                if round_index % 4 in (1, 2):  # ABBA BAAB: G T | T G | T G | G T
-                    order.reverse()
-                for name, runs, call in order:
-                    log.info("%s, concurrency %d: %d requests (round %d)", name, n, len(per_round), round_index + 1)
-                    runs.add(await _measured(observers, lambda call=call: run_load(per_round, call, n)))
+            sweep = await run_sweep(
+                levels,
+                settings.rounds,
+                lambda level: jobs(clips, passes_for(level, len(clips))),
+                {"gateway": gateway_client.clip, "triton": triton_client.clip},
+                lambda work: _measured(observers, work),
+            )
             if settings.profile:
-                results[f"profile_gateway_c{n}"] = await _profile(settings, observers, per_round, gateway_client)
+                n = settings.concurrency
+                work = jobs(clips, passes_for(n, len(clips)))
+                results[f"profile_gateway_c{n}"] = await _profile(settings, observers, work, gateway_client)
     finally:
         await gateway_client.aclose()
         await triton_client.aclose()
+    results.update(_sweep_results(settings.concurrency, levels, sweep))
+    return results
 
-    results.update(report.headline(n, c1.merged, gateway_cn.merged, triton_cn.merged))
-    results[f"achieved_batch_size_c{n}"] = gateway_cn.batch_sizes()
-    results[f"achieved_batch_size_triton_c{n}"] = triton_cn.batch_sizes()
-    results["achieved_batch_size_c1"] = c1.batch_sizes()
-    results[f"triton_mean_queue_ms_c{n}"] = triton_metrics.mean_ms_per_request(gateway_cn.metrics, triton_metrics.QUEUE_US)
-    results[f"triton_mean_compute_ms_c{n}"] = triton_metrics.mean_ms_per_request(
+
+def _sweep_results(n: int, levels: Sequence[int], sweep: Sweep) -> dict[str, Any]:
+    keys, intervals = report.headline(n, sweep[("gateway", 1)].runs, sweep[("gateway", n)].runs, sweep[("triton", n)].runs)
+    gateway_cn, triton_cn = sweep[("gateway", n)], sweep[("triton", n)]
+    out: dict[str, Any] = dict(keys)
+    out["intervals"] = intervals
+    out[f"achieved_batch_size_c{n}"] = triton_metrics.achieved_batch_sizes(gateway_cn.metrics)
+    out[f"achieved_batch_size_triton_c{n}"] = triton_metrics.achieved_batch_sizes(triton_cn.metrics)
+    out["achieved_batch_size_c1"] = triton_metrics.achieved_batch_sizes(sweep[("gateway", 1)].metrics)
+    out[f"triton_mean_queue_ms_c{n}"] = triton_metrics.mean_ms_per_request(gateway_cn.metrics, triton_metrics.QUEUE_US)
+    out[f"triton_mean_compute_ms_c{n}"] = triton_metrics.mean_ms_per_request(
         gateway_cn.metrics, triton_metrics.COMPUTE_INFER_US
     )
-    results["phases"] = {
-        name: {
-            **report.phase_summary(runs.merged),
-            "rtfx_per_run": [round(rtfx(r.audio_s, r.wall_s), 2) for r in runs.runs],
-            "cpu_s": runs.cpu_s,
-            "service_cpu_ms_per_request": report.service_cpu_ms_per_request(runs.cpu_s, runs.merged.requests),
+    out["sweep"] = {
+        arm: {
+            str(level): {
+                **report.level_figures(sweep[(arm, level)].runs),
+                "tokens_per_request": report.phase_summary(merge(sweep[(arm, level)].runs)).get("tokens_per_request"),
+                "cpu_s": sweep[(arm, level)].cpu_s,
+                "service_cpu_ms_per_request": report.service_cpu_ms_per_request(
+                    sweep[(arm, level)].cpu_s, merge(sweep[(arm, level)].runs).requests
+                ),
+                "client_cpu_ms_per_request": report.client_cpu_ms_per_request(
+                    sweep[(arm, level)].cpu_s, merge(sweep[(arm, level)].runs).requests
+                ),
+                "achieved_batch_size": triton_metrics.achieved_batch_sizes(sweep[(arm, level)].metrics),
+            }
+            for level in levels
         }
-        for name, runs in (("gateway_c1", c1), (f"gateway_c{n}", gateway_cn), (f"triton_c{n}", triton_cn))
+        for arm in ARMS
     }
-    return results
+    return out
 
 
 async def _profile(
@@ -223,19 +213,41 @@ def _model_facts(settings: BenchSettings) -> dict[str, Any]:
     }
 
 
+def _preprocessing(settings: BenchSettings, clips: Sequence[Clip]) -> dict[str, Any]:
+    encoded = preprocess.encode_corpus(clips, settings.cache_dir / "audio" / "formats")
+    rounds = preprocess.measure(encoded, settings.artifacts_dir / "mel.safetensors", settings.preprocess_rounds)
+    out: dict[str, Any] = {"preprocess": {fmt: r.figures() for fmt, r in rounds.items()}}
+    intervals: dict[str, list[float]] = {}
+    for fmt, figures in out["preprocess"].items():
+        suffix = "" if fmt == preprocess.HEADLINE_FORMAT else f"_{fmt.replace('-', '_')}"
+        for stage in ("preprocess", "decode_resample", "log_mel"):
+            if suffix and stage == "log_mel":
+                continue  # the same samples' log-mel: one figure is enough
+            key = f"{stage}_rtfx_per_core{suffix}"
+            out[key] = figures[stage]["value"]
+            intervals[key] = figures[stage]["ci95"]
+    out["intervals"] = intervals
+    return out
+
+
 def run(settings: BenchSettings) -> dict[str, Any]:
     now = dt.datetime.now(dt.timezone.utc)
     started = time.perf_counter()
     work = settings.cache_dir
     facts = machine.describe(now)
+    cpus = affinity.plan(affinity.usable_cpus())
     log.info("corpus: synthesizing with espeak-ng under %s", work)
     clips = build_corpus(work / "audio")
     recording = None
     if settings.long_audio_minutes > 0:
         recording = build_long_recording(clips, settings.long_audio_minutes, work / "audio")
 
-    log.info("preprocessing: decode + resample + log-mel, %.0f s of audio", settings.preprocess_min_seconds)
-    pre = preprocess.measure(clips, settings.artifacts_dir / "mel.safetensors", settings.preprocess_min_seconds)
+    log.info("preprocessing: decode + resample + log-mel, %d rounds per format", settings.preprocess_rounds)
+    if settings.pin_cpus:
+        affinity.pin_self(cpus.client)  # one core, as the figure is per core
+    pre = _preprocessing(settings, clips)
+    if settings.pin_cpus:
+        affinity.pin_self(cpus.services)  # inherited by tritonserver, its models and the gateway
 
     log.info("starting tritonserver on %s", settings.repository_dir)
     with triton(settings.repository_dir, work / "logs" / "tritonserver.log", settings.ready_timeout_s) as server:
@@ -244,29 +256,29 @@ def run(settings: BenchSettings) -> dict[str, Any]:
             "GATEWAY_TRITON__INFER_TIMEOUT_S": str(settings.request_timeout_s),
             "GATEWAY_MODEL__ASR_MAX_NEW_TOKENS": str(settings.max_new_tokens),
             "GATEWAY_LIMITS__REQUEST_TIMEOUT_S": str(settings.request_timeout_s),
-            "GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS": str(max(64, settings.concurrency * 2)),
+            "GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS": str(max(64, max(settings.sweep_levels) * 2)),
         }
         log.info("starting the gateway")
         with gateway(env, work / "logs" / "gateway.log") as gw:
-            log.info("gateway idle RSS %.1f MiB", mib(rss_bytes(gw.pid)))
-            measured = asyncio.run(
-                _load_phases(settings, clips, recording, gw, server)
-            )
+            if settings.pin_cpus:
+                affinity.pin_self(cpus.client)  # before any client thread exists
+            log.info("gateway idle RSS %.1f MiB; CPUs %s", mib(rss_bytes(gw.pid)), cpus.describe())
+            measured = asyncio.run(_load_phases(settings, clips, recording, gw, server))
 
     n = settings.concurrency
     document: dict[str, Any] = {}
-    document.update({k: measured[k] for k in measured if k not in ("phases", "long_audio_detail")})
-    document.update(
-        {
-            "preprocess_rtfx_per_core": round(rtfx(pre.audio_s, pre.cpu_s), 1),
-            "decode_resample_rtfx_per_core": round(rtfx(pre.audio_s, pre.decode_cpu_s), 1),
-            "log_mel_rtfx_per_core": round(rtfx(pre.audio_s, pre.mel_cpu_s), 1),
-        }
-    )
+    document.update({k: measured[k] for k in measured if k not in ("sweep", "long_audio_detail", "intervals")})
+    document.update({k: v for k, v in pre.items() if k not in ("preprocess", "intervals")})
+    document["intervals"] = {**measured["intervals"], **pre["intervals"]}
     document.update(facts)
     document["setup"] = {
         "max_new_tokens": settings.max_new_tokens,
         "concurrency": n,
+        "levels": settings.sweep_levels,
+        "rounds": settings.rounds,
+        "arm_order": "ABBA BAAB per level (G T | T G | T G | G T), level order flipped every round",
+        "interval": "95 % percentile bootstrap over rounds (4000 resamples), paired rounds for ratios",
+        "cpus": cpus.describe() if settings.pin_cpus else "not pinned",
         "corpus": {
             "utterances": len(clips),
             "audio_s": round(sum(c.duration_s for c in clips), 2),
@@ -274,13 +286,11 @@ def run(settings: BenchSettings) -> dict[str, Any]:
             "longest_s": round(max(c.duration_s for c in clips), 2),
             "voice": "espeak-ng en-us, 160 wpm, 16 kHz mono 16-bit wav",
         },
-        "passes_c1": settings.passes_c1,
-        "passes_per_round": settings.passes_concurrent,
-        "rounds": settings.rounds,
-        "preprocess_audio_s": round(pre.audio_s, 1),
+        "preprocess_rounds": settings.preprocess_rounds,
         "model": _model_facts(settings),
     }
-    document["phases"] = measured["phases"]
+    document["preprocess"] = pre["preprocess"]
+    document["sweep"] = measured["sweep"]
     if "long_audio_detail" in measured:
         document["long_audio_detail"] = measured["long_audio_detail"]
     document["targets"] = report.check_targets(document, n)
@@ -303,6 +313,7 @@ def headline_keys(concurrency: int) -> list[str]:
         "preprocess_rtfx_per_core",
         "decode_resample_rtfx_per_core",
         "log_mel_rtfx_per_core",
+        *(f"preprocess_rtfx_per_core_{fmt.replace('-', '_')}" for fmt in preprocess.FORMATS[1:]),
         "long_audio_peak_rss_growth_mb",
         "long_audio_wall_s",
         "machine",
@@ -311,6 +322,26 @@ def headline_keys(concurrency: int) -> list[str]:
         "date",
         "commit",
     ]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench [run]`: the full run, table, JSON, plot and the README's table."""
+    settings = BenchSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
+    if not settings.repository_dir.is_dir():
+        print(f"no model repository at {settings.repository_dir}: run `make model` first", file=sys.stderr)
+        return 2
+    document = run(settings)
+    latest, copy = save(document, settings)
+    keys = headline_keys(settings.concurrency)
+    print(report.table(document, keys))
+    figure = plot.write(document, settings.results_dir, copy.with_suffix(".png").name)
+    print(f"\nwritten: {latest}, {copy} and {figure}")
+    if settings.update_readme and readme.update(readme.README, report.table(document, keys), readme.caption(document)):
+        print(f"updated the benchmark table in {readme.README}")
+    missed = [key for key, check in document["targets"].items() if check["met"] is not True]
+    if missed:
+        print(f"targets not met (interval not wholly on the right side): {', '.join(missed)}")
+    return 0
 
 
 def save(document: dict[str, Any], settings: BenchSettings) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,15 +79,21 @@ class Gateway:
 
 
 @contextmanager
-def gateway(settings_env: Mapping[str, str], log_path: Path, start_timeout_s: float = 120.0) -> Iterator[Gateway]:
-    """`python -m gateway` with only the given GATEWAY_* settings (none inherited)."""
+def gateway(
+    settings_env: Mapping[str, str],
+    log_path: Path,
+    start_timeout_s: float = 120.0,
+    module: Sequence[str] = ("-m", "gateway"),
+) -> Iterator[Gateway]:
+    """`python -m gateway` (or `module`, a wrapper of it) with only the given GATEWAY_*
+    settings (none inherited)."""
     port = free_port()
     env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
     env.update({"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), **settings_env})
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway"],
+            [sys.executable, *module],
             cwd=_REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     handle = Gateway(f"http://127.0.0.1:{port}", process, log_path)

@@ -42,22 +42,32 @@ class BenchSettings(BaseSettings):
         description="Fixed generation budget per request on both paths (gateway setting and the "
         "ensemble's MAX_NEW_TOKENS). The tiny model emits noise and usually runs to this limit.",
     )
-    concurrency: PositiveInt = Field(default=16, description="Requests in flight in the concurrent runs.")
-    passes_c1: PositiveInt = Field(default=1, description="Passes over the corpus at concurrency 1.")
-    passes_concurrent: PositiveInt = Field(
-        default=1, description="Passes over the corpus per high-concurrency phase (one pass = one wave of 16)."
+    concurrency: PositiveInt = Field(
+        default=16, description="The headline concurrency: overhead and batching gain are read there."
+    )
+    levels: list[PositiveInt] = Field(
+        default=[1, 2, 4, 8, 16],
+        description="Concurrencies of the sweep (both arms each); 1 and --concurrency are always added.",
     )
     rounds: PositiveInt = Field(
-        default=4,
-        description="High-concurrency phases per path, alternated gateway/Triton in ABBA order so the "
-        "shared machine's load drifts hit both paths alike.",
+        default=8,
+        description="Rounds of the sweep: each runs every level once per arm (one corpus pass), the arms "
+        "in ABBA BAAB order, so the shared machine's drifts hit both alike. Intervals resample rounds.",
     )
     warmup_requests: int = Field(default=4, ge=0, description="Untimed requests before the timed runs.")
     long_audio_minutes: float = Field(
         default=60.0, ge=0, description="Length of the long-audio memory test; 0 skips it."
     )
-    preprocess_min_seconds: PositiveFloat = Field(
-        default=600.0, description="Audio seconds fed through decode + resample + log-mel (repeats the corpus)."
+    preprocess_rounds: PositiveInt = Field(
+        default=8, description="Passes over the corpus per format for decode + resample + log-mel."
+    )
+    pin_cpus: bool = Field(
+        default=True,
+        description="Pin the load generator to one CPU and the services to the others (on 2 CPUs: "
+        "services on both, the client on the last) in both arms alike; see bench/README.md.",
+    )
+    update_readme: bool = Field(
+        default=True, description="Write the table into README.md between the bench markers."
     )
     request_timeout_s: PositiveFloat = Field(
         default=1800.0, description="Client and gateway deadline per request (the long file needs minutes on CPU)."
@@ -71,12 +81,58 @@ class BenchSettings(BaseSettings):
     rss_poll_s: PositiveFloat = Field(default=0.02, description="Gateway RSS sampling period.")
 
     @property
+    def sweep_levels(self) -> list[int]:
+        return sorted({1, self.concurrency, *self.levels})
+
+    @property
     def repository_dir(self) -> Path:
         return self.repository or self.model_dir / "model_repository"
 
     @property
     def artifacts_dir(self) -> Path:
         return self.model_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir or self.model_dir / "bench"
+
+
+class SoakSettings(BaseSettings):
+    """`python -m bench soak`: gateway memory over thousands of requests, in phases."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BENCH_SOAK_",
+        extra="ignore",
+        frozen=True,
+        cli_prog_name="python -m bench soak",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    model_dir: Path = Field(
+        default=_REPO_ROOT / "build",
+        validation_alias=AliasChoices("model_dir", "BENCH_SOAK_MODEL_DIR", "MODEL_DIR"),
+        description="`make model` output: artifacts/ and model_repository/.",
+    )
+    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where soak-latest.json goes.")
+    work_dir: Path | None = Field(default=None, description="Audio cache and logs (default: MODEL_DIR/bench).")
+    phases: PositiveInt = Field(default=6, description="Measured phases (after one warm-up phase).")
+    requests_per_phase: PositiveInt = Field(default=500, description="Requests per phase.")
+    concurrency: PositiveInt = Field(default=16, description="Requests in flight.")
+    max_new_tokens: PositiveInt = Field(default=8, description="Generation budget per request (short: many requests).")
+    max_seconds: PositiveFloat = Field(
+        default=480.0, description="Time bound: no phase starts after this many seconds of load."
+    )
+    leak_mib_per_1k: PositiveFloat = Field(
+        default=5.0,
+        description="Idle-RSS slope (MiB per 1,000 requests, over the measured phases) above which the "
+        "soak traces the heap (tracemalloc) for two more phases and reports the top growers.",
+    )
+    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
+
+    @property
+    def repository_dir(self) -> Path:
+        return self.model_dir / "model_repository"
 
     @property
     def cache_dir(self) -> Path:

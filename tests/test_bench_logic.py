@@ -132,17 +132,22 @@ def test_merge_sums_walls_and_keeps_latencies() -> None:
     assert merged.wall_s == 5.0 and merged.audio_s == 200.0 and merged.latencies_s == [1.0, 2.0, 3.0]
 
 
-def test_headline_keys_targets_and_written_json(tmp_path: Path) -> None:
-    c1 = LoadResult(1, 4, 100.0, 10.0, [2.5] * 4, 0)
-    document: dict[str, object] = dict(report.headline(16, c1, _load(4.0, [1.0, 2.0, 3.0]), _load(4.1, [1.0])))
+def test_headline_keys_intervals_targets_and_written_json(tmp_path: Path) -> None:
+    c1 = [LoadResult(1, 4, 100.0, wall, [2.5] * 4, 0) for wall in (10.0, 10.2, 9.8)]
+    gateway = [_load(wall, [1.0, 2.0, 3.0]) for wall in (4.0, 4.1, 3.9)]
+    triton = [_load(wall, [1.0]) for wall in (3.9, 4.0, 3.8)]
+    keys, intervals = report.headline(16, c1, gateway, triton)
+    document: dict[str, object] = {**keys, "intervals": intervals}
     assert document["rtfx_gateway_c1"] == 10.0
     assert document["rtfx_gateway_c16"] == 25.0
     assert document["batching_gain_c16"] == 2.5
-    assert document["gateway_overhead_ratio_c16"] == pytest.approx(100 / 4.1 / 25, abs=1e-3)
+    assert document["gateway_overhead_ratio_c16"] == pytest.approx(12.0 / 11.7, abs=1e-3)
     assert document["latency_ms_p50_c16"] == 2000.0
+    low, high = intervals["batching_gain_c16"]
+    assert low <= 2.5 <= high and high - low < 0.2
     document.update({"preprocess_rtfx_per_core": 1500.0, "long_audio_peak_rss_growth_mb": 120.0})
     checks = report.check_targets(document, 16)
-    assert checks["batching_gain_c16"]["met"] is True
+    assert checks["batching_gain_c16"]["met"] is True and checks["batching_gain_c16"]["ci95"] == [low, high]
     assert checks["preprocess_rtfx_per_core"]["met"] is False
     assert checks["long_audio_peak_rss_growth_mb"]["met"] is True
 
@@ -152,7 +157,63 @@ def test_headline_keys_targets_and_written_json(tmp_path: Path) -> None:
     assert copy.name == "cpu-20251125T183005Z.json"
     assert json.loads(latest.read_text()) == json.loads(copy.read_text())
     table = report.table(document, headline_keys(16))
-    assert "| `preprocess_rtfx_per_core` | 1,500.0 | >= 2000 (MISSED) |" in table
+    assert "| `preprocess_rtfx_per_core` | 1,500.0 |  | >= 2000 (MISSED) |" in table
+    assert f"| `batching_gain_c16` | 2.500 | {low:.3f} - {high:.3f} | >= 2 (met) |" in table
+
+
+def test_a_target_is_met_only_when_the_whole_interval_is_on_its_side() -> None:
+    at_most = report.Target("x", "<=", 1.05)
+    assert at_most.verdict(1.02, [1.01, 1.04]) == "met"
+    assert at_most.verdict(1.04, [1.02, 1.07]) == "undecided" and at_most.met(1.04, [1.02, 1.07]) is False
+    assert at_most.verdict(1.10, [1.06, 1.14]) == "missed"
+    at_least = report.Target("y", ">=", 2.0)
+    assert at_least.verdict(2.1, [2.01, 2.2]) == "met"
+    assert at_least.verdict(2.1, [1.9, 2.2]) == "undecided"
+    assert at_least.verdict(2.1) == "met" and at_least.verdict(None) is None
+
+
+def test_bootstrap_intervals_cover_the_truth_and_shrink_with_rounds() -> None:
+    from bench.stats import rate_interval, rate_ratio_interval
+
+    rng = np.random.default_rng(1)
+    walls = [list(10.0 * (1 + 0.05 * rng.standard_normal(n))) for n in (6, 60)]
+    narrow = [rate_interval([100.0] * len(w), w) for w in walls]
+    for interval in narrow:
+        assert interval.low <= 10.0 <= interval.high
+    assert narrow[1].high - narrow[1].low < 0.5 * (narrow[0].high - narrow[0].low)
+    # A shared drift hits both arms of a round: the paired ratio's interval stays narrow.
+    drift = np.linspace(1.0, 2.0, 12)
+    a = rate_ratio_interval(([100.0] * 12, list(10.0 * drift)), ([100.0] * 12, list(10.5 * drift)))
+    assert a.value == pytest.approx(1.05) and a.high - a.low < 1e-9
+
+
+def test_sweep_schedule_alternates_arms_abba_and_levels() -> None:
+    from bench.sweep import arm_order, passes_for, schedule
+
+    assert [arm_order(r) for r in range(4)] == [
+        ("gateway", "triton"), ("triton", "gateway"), ("triton", "gateway"), ("gateway", "triton"),
+    ]  # fmt: skip
+    order = schedule([1, 16], 2)
+    assert order[:4] == [(0, 1, "gateway"), (0, 1, "triton"), (0, 16, "gateway"), (0, 16, "triton")]
+    assert order[4:] == [(1, 16, "triton"), (1, 16, "gateway"), (1, 1, "triton"), (1, 1, "gateway")]
+    assert passes_for(16, 16) == 1 and passes_for(32, 16) == 2 and passes_for(1, 16) == 1
+
+
+def test_cpu_plan_gives_the_client_one_cpu() -> None:
+    from bench.affinity import plan
+
+    assert plan([0, 1, 2, 3]).client == {3} and plan([0, 1, 2, 3]).services == {0, 1, 2}
+    two = plan([0, 1])
+    assert two.client == {1} and two.services == {0, 1} and two.shared
+    assert plan([5]).client == plan([5]).services == {5}
+
+
+def test_readme_block_is_replaced_between_its_markers() -> None:
+    from bench.readme import BEGIN, END, splice
+
+    text = f"# T\n\nbefore\n{BEGIN}\nold table\n{END}\nafter\n"
+    assert splice(text, "new table") == f"# T\n\nbefore\n{BEGIN}\nnew table\n{END}\nafter\n"
+    assert splice("no markers", "x") is None
 
 
 def test_headline_keys_cover_the_issue() -> None:

@@ -1,0 +1,237 @@
+"""`python -m bench soak`: does the gateway keep memory per request? Plateau or leak, measured.
+
+A gateway of its own (in front of its own Triton) gets thousands of transcription requests
+on loopback, in phases: one warm-up phase, then `--phases` measured ones. After each phase
+the gateway is idle for a moment and its RSS is read (median of five readings): what it
+keeps between loads. The slope of idle RSS over the measured phases, per 1,000 requests,
+tells a plateau (allocator pools filled once, slope ~0) from a leak (a constant slope).
+When the slope passes `--leak-mib-per-1k`, tracemalloc is started in the gateway and two
+more phases show which source lines hold the growing memory.
+
+Requests rotate through the corpus's shorter clips in wav, flac, mp3 and opus and the
+json, verbose_json, text and srt response formats. Bounded in time: no phase starts after
+`--max-seconds` of load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import signal
+import statistics
+import time
+import tracemalloc
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import machine, preprocess
+from bench.clients import MODEL_ID
+from bench.corpus import build_corpus
+from bench.proc_memory import mib, rss_bytes
+from bench.servers import Gateway, gateway, triton
+from bench.settings import SoakSettings
+from bench.stats import slope
+
+log = logging.getLogger("bench.soak")
+
+_MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
+_RESPONSE_FORMATS = ("json", "verbose_json", "text", "srt")
+_SHORT_CLIPS = 8  # the corpus's shortest utterances (3-15 s): many requests per second
+_IDLE_SETTLE_S = 1.0
+_TRACED_PHASES = 2
+_TOP_GROWERS = 15
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+    mime: str
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int  # 0: warm-up
+    requests: int
+    cumulative_requests: int  # measured requests up to and including this phase
+    seconds: float
+    idle_rss_mib: float
+    traced: bool = False
+
+
+def idle_rss(pid: int) -> int:
+    """Median of five readings 0.2 s apart, after a short settle: what the process keeps."""
+    time.sleep(_IDLE_SETTLE_S)
+    readings = []
+    for _ in range(5):
+        readings.append(rss_bytes(pid))
+        time.sleep(0.2)
+    return int(statistics.median(readings))
+
+
+def rss_slope_per_1k(phases: Sequence[Phase]) -> float | None:
+    """MiB of idle RSS per 1,000 requests over the measured (non-warm-up, untraced) phases."""
+    measured = [p for p in phases if p.index > 0 and not p.traced]
+    if len(measured) < 2:
+        return None
+    return slope([p.cumulative_requests / 1000 for p in measured], [p.idle_rss_mib for p in measured])
+
+
+def top_growers(first: Path, last: Path, limit: int = _TOP_GROWERS) -> list[dict[str, Any]]:
+    """The source lines whose live memory grew most between two tracemalloc snapshots."""
+    before, after = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    growers = []
+    for stat in after.compare_to(before, "lineno")[:limit]:
+        frame = stat.traceback[0]
+        growers.append({
+            "where": f"{frame.filename}:{frame.lineno}",
+            "grew_kib": round(stat.size_diff / 1024, 1),
+            "blocks_grew": stat.count_diff,
+            "now_kib": round(stat.size / 1024, 1),
+        })  # fmt: skip
+    return growers
+
+
+def _uploads(settings: SoakSettings) -> list[Upload]:
+    clips = sorted(build_corpus(settings.cache_dir / "audio"), key=lambda c: c.duration_s)[:_SHORT_CLIPS]
+    encoded = preprocess.encode_corpus(clips, settings.cache_dir / "audio" / "formats")
+    return [
+        Upload(f"{clip.name}.{fmt}", encoded[fmt][i], _MIME[fmt])
+        for i, clip in enumerate(clips)
+        for fmt in _MIME
+    ]
+
+
+async def _phase(client: httpx.AsyncClient, work: list[tuple[Upload, str]], concurrency: int) -> None:
+    queue = list(reversed(work))
+
+    async def worker() -> None:
+        while queue:
+            upload, response_format = queue.pop()
+            response = await client.post(
+                "/v1/audio/transcriptions",
+                files={"file": (upload.name, upload.data, upload.mime)},
+                data={"model": MODEL_ID, "response_format": response_format},
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"{upload.name} ({response_format}): {response.status_code} {response.text[:300]}")
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(worker())
+
+
+async def _wait_for(path: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway wrote no {path.name}")
+        await asyncio.sleep(0.2)
+
+
+async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snapshots: Path) -> dict[str, Any]:
+    mix = itertools.cycle(itertools.product(uploads, _RESPONSE_FORMATS))
+    phases: list[Phase] = []
+    growers: list[dict[str, Any]] | None = None
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
+    async with httpx.AsyncClient(base_url=gw.base_url, timeout=600.0, limits=limits) as client:
+
+        async def run_phase(index: int, count: int, traced: bool = False) -> None:
+            phase_started = time.monotonic()
+            await _phase(client, [next(mix) for _ in range(count)], settings.concurrency)
+            seconds = time.monotonic() - phase_started
+            rss = await asyncio.to_thread(idle_rss, gw.pid)
+            cumulative = (phases[-1].cumulative_requests if phases else 0) + (count if index > 0 else 0)
+            phases.append(Phase(index, count, cumulative, round(seconds, 1), mib(rss), traced))
+            log.info("phase %d: %d requests in %.1f s, idle RSS %.1f MiB", index, count, seconds, mib(rss))
+
+        await run_phase(0, max(settings.concurrency, settings.requests_per_phase // 2))
+        for index in range(1, settings.phases + 1):
+            if time.monotonic() - started > settings.max_seconds and index > 3:
+                log.info("time bound reached after %d measured phases", index - 1)
+                break
+            await run_phase(index, settings.requests_per_phase)
+        per_1k = rss_slope_per_1k(phases)
+        if per_1k is not None and per_1k > settings.leak_mib_per_1k:
+            log.info("idle RSS grows %.2f MiB per 1,000 requests: tracing the heap for %d phases", per_1k, _TRACED_PHASES)
+            gw.process.send_signal(signal.SIGUSR2)  # bench.traced_gateway: start tracing
+            await asyncio.sleep(0.5)
+            for taken in range(_TRACED_PHASES + 1):
+                if taken:
+                    await run_phase(len(phases), settings.requests_per_phase, traced=True)
+                gw.process.send_signal(signal.SIGUSR1)  # write a snapshot
+                await _wait_for(snapshots / f"snapshot-{taken}.pickle")
+            growers = top_growers(snapshots / "snapshot-0.pickle", snapshots / f"snapshot-{_TRACED_PHASES}.pickle")
+    measured = [p for p in phases if p.index > 0 and not p.traced]
+    return {
+        "phases": [asdict(p) for p in phases],
+        "measured_requests": measured[-1].cumulative_requests if measured else 0,
+        "rss_slope_mib_per_1k_requests": None if per_1k is None else round(per_1k, 3),
+        "idle_rss_first_to_last_mib": None if not measured else round(measured[-1].idle_rss_mib - measured[0].idle_rss_mib, 1),
+        "leak_threshold_mib_per_1k": settings.leak_mib_per_1k,
+        "verdict": None if per_1k is None else ("grows" if per_1k > settings.leak_mib_per_1k else "plateau"),
+        "top_growers": growers,
+        "load_s": round(time.monotonic() - started, 1),
+    }
+
+
+def run(settings: SoakSettings) -> dict[str, Any]:
+    now = dt.datetime.now(dt.timezone.utc)
+    work = settings.cache_dir
+    uploads = _uploads(settings)
+    snapshots = work / "soak-snapshots"
+    for old in snapshots.glob("snapshot-*.pickle"):
+        old.unlink()
+    with triton(settings.repository_dir, work / "logs" / "soak-tritonserver.log", settings.ready_timeout_s) as server:
+        env = {
+            "GATEWAY_TRITON__URL": server.grpc_url,
+            "GATEWAY_MODEL__ASR_MAX_NEW_TOKENS": str(settings.max_new_tokens),
+            "GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS": str(max(64, settings.concurrency * 2)),
+            "GATEWAY_LOG_LEVEL": "warning",
+        }
+        module = ("-m", "bench.traced_gateway", str(snapshots))
+        with gateway(env, work / "logs" / "soak-gateway.log", module=module) as gw:
+            log.info("soak: gateway idle RSS %.1f MiB, %d uploads in the mix", mib(rss_bytes(gw.pid)), len(uploads))
+            result = asyncio.run(_soak(settings, gw, uploads, snapshots))
+    facts = machine.describe(now)
+    return {
+        **result,
+        "setup": {
+            "concurrency": settings.concurrency,
+            "requests_per_phase": settings.requests_per_phase,
+            "max_new_tokens": settings.max_new_tokens,
+            "mix": f"{_SHORT_CLIPS} shortest corpus clips x {sorted(_MIME)} x {list(_RESPONSE_FORMATS)}",
+        },
+        **{k: facts[k] for k in ("machine", "cpu_count", "date", "commit")},
+    }
+
+
+def main(argv: list[str]) -> int:
+    settings = SoakSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
+    if not settings.repository_dir.is_dir():
+        print(f"no model repository at {settings.repository_dir}: run `make model` first")
+        return 2
+    document = run(settings)
+    settings.results_dir.mkdir(parents=True, exist_ok=True)
+    out = settings.results_dir / "soak-latest.json"
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print("| phase | requests | measured so far | seconds | idle RSS MiB |\n|---|---|---|---|---|")
+    for p in document["phases"]:
+        label = "warm-up" if p["index"] == 0 else f"{p['index']}{' (traced)' if p['traced'] else ''}"
+        print(f"| {label} | {p['requests']} | {p['cumulative_requests']} | {p['seconds']} | {p['idle_rss_mib']} |")
+    print(
+        f"\nidle RSS slope: {document['rss_slope_mib_per_1k_requests']} MiB per 1,000 requests "
+        f"({document['verdict']}; threshold {settings.leak_mib_per_1k:g})"
+    )
+    for grower in document["top_growers"] or []:
+        print(f"  {grower['grew_kib']:>10.1f} KiB  {grower['blocks_grew']:>7} blocks  {grower['where']}")
+    print(f"written: {out}")
+    return 0
