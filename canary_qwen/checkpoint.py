@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from canary_qwen.mel import SAMPLE_RATE
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LLM_CONFIG_FILE = "llm_backbone/config.json"
@@ -339,7 +341,7 @@ def optional_tensors(spec: CheckpointSpec) -> dict[str, tuple[int, ...]]:
 
 
 def _sample_rate(spec: CheckpointSpec) -> int:
-    return int(spec.preprocessor_config.get("sample_rate", 16000))
+    return int(spec.preprocessor_config.get("sample_rate", SAMPLE_RATE))
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:

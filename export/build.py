@@ -29,7 +29,7 @@ from canary_qwen.manifest import (
     SourceCheckpoint,
     SpecialIds,
 )
-from canary_qwen.mel import MelSettings
+from canary_qwen.mel import SAMPLE_RATE, MelSettings
 from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids
 from canary_qwen.tokenizer import (
     AUDIO_PLACEHOLDER,
@@ -49,6 +49,8 @@ from export.onnx_export import ADAPTER_INPUTS, ENCODER_INPUTS, export_adapter, e
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+# Default longest piece the served model takes (`--max-audio-seconds`); recorded in manifest.json,
+# read from there by the preprocessor's check, the encoder's fixed shapes and the gateway.
 MAX_AUDIO_SECONDS = 40.0
 # Exported graphs must match the NeMo modules they came from this closely.
 EXPORT_TOLERANCE = 1e-4
@@ -86,7 +88,7 @@ def write_mel(checkpoint: Checkpoint, path: Path) -> None:
 
 def mel_settings(checkpoint: Checkpoint) -> MelSettings:
     pre = checkpoint.spec.preprocessor_config
-    sample_rate = int(pre.get("sample_rate", 16000))
+    sample_rate = int(pre.get("sample_rate", SAMPLE_RATE))
     if pre.get("normalize", "per_feature") != "per_feature" or not pre.get("log", True):
         raise BuildError(f"unsupported preprocessor settings: {pre}")
     return MelSettings(
@@ -127,11 +129,13 @@ def verify_onnx(encoder: torch.nn.Module, adapter: torch.nn.Module, artifacts: P
             raise BuildError(f"ONNX output differs from NeMo by {diff:.2e} (> {EXPORT_TOLERANCE})")
 
 
-def make_manifest(checkpoint: Checkpoint, prompt_ids: list[int], model_id: str) -> Manifest:
+def make_manifest(
+    checkpoint: Checkpoint, prompt_ids: list[int], model_id: str, max_audio_seconds: float = MAX_AUDIO_SECONDS
+) -> Manifest:
     spec = checkpoint.spec
     mel = mel_settings(checkpoint)
     mel_fps = mel.sample_rate / mel.hop_length
-    max_frames = int(round(MAX_AUDIO_SECONDS * mel_fps))
+    max_frames = int(round(max_audio_seconds * mel_fps))
     lora = spec.lora
     return Manifest(
         model_id=model_id,
@@ -165,7 +169,7 @@ def make_manifest(checkpoint: Checkpoint, prompt_ids: list[int], model_id: str) 
         special_ids=SpecialIds(
             pad=ENDOFTEXT_ID, im_start=IM_START_ID, im_end=IM_END_ID, audio_placeholder=AUDIO_PLACEHOLDER_ID
         ),
-        max_audio_seconds=MAX_AUDIO_SECONDS,
+        max_audio_seconds=max_audio_seconds,
         max_mel_frames=max_frames,
         max_audio_embeddings=spec.encoder.frames(max_frames),
         asr_prompt_ids=prompt_ids,
@@ -176,7 +180,11 @@ def make_manifest(checkpoint: Checkpoint, prompt_ids: list[int], model_id: str) 
     )
 
 
-def build_artifacts(checkpoint_dir: Path, out: Path, model_id: str = SERVED_MODEL_ID) -> Manifest:
+def build_artifacts(
+    checkpoint_dir: Path, out: Path, model_id: str = SERVED_MODEL_ID, max_audio_seconds: float = MAX_AUDIO_SECONDS
+) -> Manifest:
+    if not max_audio_seconds > 0:
+        raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}")
     checkpoint = load_checkpoint(checkpoint_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # written last: marks a finished build
@@ -191,7 +199,7 @@ def build_artifacts(checkpoint_dir: Path, out: Path, model_id: str = SERVED_MODE
         shutil.rmtree(out / folder, ignore_errors=True)
         write_llm_folder(checkpoint, out / folder, fold_lora=fold)
         tokenizer.save_pretrained(str(out / folder))
-    manifest = make_manifest(checkpoint, prompt_ids, model_id)
+    manifest = make_manifest(checkpoint, prompt_ids, model_id, max_audio_seconds)
     manifest.save(out)
     return manifest
 
@@ -200,9 +208,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory (hub layout)")
     parser.add_argument("--out", type=Path, required=True, help="artifacts directory to write")
     parser.add_argument("--model-id", default=SERVED_MODEL_ID, help="served model id recorded in the manifest")
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=MAX_AUDIO_SECONDS,
+        help=f"longest audio piece the served model takes, seconds (default {MAX_AUDIO_SECONDS:g})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_artifacts(args.checkpoint, args.out, args.model_id)
+    manifest = build_artifacts(args.checkpoint, args.out, args.model_id, args.max_audio_seconds)
     print(f"artifacts written to {args.out} (checkpoint sha256 {manifest.source.sha256[:12]}...)")
     return 0

@@ -17,6 +17,7 @@ from gateway.concurrency import ConcurrencyLimitMiddleware
 from gateway.errors import install_error_handlers
 from gateway.logging_setup import log_config
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.model_facts import ModelFactsCheck
 from gateway.readiness import ReadinessProbe
 from gateway.request_context import REQUEST_ID_HEADER, RequestIdMiddleware
 from gateway.routes import chat, health, models, transcriptions
@@ -40,8 +41,10 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
         transcriber = TranscriptionService(settings, triton, metrics)
         app.state.transcriber = transcriber
         app.state.chat = ChatService(settings, triton, transcriber)
+        facts = ModelFactsCheck(triton.model_parameters, settings)
+        await facts.at_startup()  # settings the model cannot serve stop the start here
         app.state.readiness = ReadinessProbe(
-            triton.models_ready,
+            facts.guard(triton.models_ready),
             [settings.triton.asr_model, settings.triton.asr_stream_model, settings.triton.chat_model],
             settings.triton.ready_cache_s,
         )

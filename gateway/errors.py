@@ -1,7 +1,8 @@
 """Typed API errors and the handlers that render every failure as OpenAI's error body.
 
-Serving code raises an `APIError` subclass; the handlers below turn it, and every
-framework error (validation, 404, 405, unexpected exceptions), into
+Serving code raises an `APIError` subclass (audio errors become one through
+`audio_api_error`); the handlers below turn it, and every framework error (validation,
+404, 405, unexpected exceptions), into
 ``{"error": {"message", "type", "param", "code"}}`` with the matching status.
 """
 
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.audio.errors import AudioError, AudioTooLongError, EmptyAudioError, NotAudioError, UndecodableAudioError
 from gateway.protocol import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,27 @@ class UpstreamTimeoutError(APIError):
     error_type = "server_error"
     default_code = "upstream_timeout"
 
+
+# The one mapping from what is wrong with an upload (the audio package's errors) to HTTP.
+_AUDIO_ERRORS: dict[type[AudioError], tuple[type[APIError], str]] = {
+    EmptyAudioError: (BadRequestError, "empty_audio"),
+    UndecodableAudioError: (BadRequestError, "undecodable_audio"),
+    NotAudioError: (UnsupportedMediaError, "unsupported_media_type"),
+    AudioTooLongError: (PayloadTooLargeError, "audio_too_long"),
+}
+
+
+def audio_api_error(exc: AudioError, param: str | None = None) -> APIError:
+    """The client's error for an audio error: its status, OpenAI type and code, the audio's message."""
+    kind = next((k for k in type(exc).__mro__ if k in _AUDIO_ERRORS), None)
+    error_class, code = _AUDIO_ERRORS[kind] if kind else (BadRequestError, "invalid_audio")
+    return error_class(exc.message, param=param, code=code)
+
+
+# OpenAPI `responses` of the inference routes: each status they answer with OpenAI's error body.
+INFERENCE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)
+}
 
 _STATUS_TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
 

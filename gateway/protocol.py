@@ -10,6 +10,16 @@ from typing import Annotated, Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+def new_completion_id() -> str:
+    """`chatcmpl-...`: one per completion; every chunk of a stream carries the same one."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def unix_time() -> int:
+    """`created` fields: whole seconds since the epoch."""
+    return int(time.time())
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -30,7 +40,7 @@ class ErrorResponse(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    created: int = Field(default_factory=lambda: int(time.time()))
+    created: int = Field(default_factory=unix_time)
     owned_by: str = "nvidia"
 
 
@@ -202,14 +212,10 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
 class ChatCompletion(BaseModel):
-    id: str = Field(default_factory=_completion_id)
+    id: str = Field(default_factory=new_completion_id)
     object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
+    created: int = Field(default_factory=unix_time)
     model: str
     choices: list[ChatChoice]
     # No `usage`: prompt and completion token counts are not reported by the chat ensemble.

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from canary_qwen.manifest import SERVED_MODEL_ID
+
 
 class TritonSettings(BaseModel):
     """Where and how the gateway reaches Triton Inference Server."""
@@ -49,7 +51,7 @@ class ModelSettings(BaseModel):
     """What the gateway serves and how much it generates."""
 
     id: str = Field(
-        default="canary-qwen-2.5b",
+        default=SERVED_MODEL_ID,
         description="Model id listed by /v1/models and accepted in the `model` request field.",
     )
     asr_max_new_tokens: PositiveInt = Field(

@@ -17,8 +17,9 @@ import anyio
 import numpy as np
 from starlette.datastructures import FormData
 
+from canary_qwen.mel import SAMPLE_RATE  # the model's input rate (checked at start-up: gateway.model_facts)
 from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
-from gateway.errors import APIError, BadRequestError
+from gateway.errors import BadRequestError, audio_api_error
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ResponseFormat, TranscriptionForm, TranscriptionSegment
 from gateway.settings import Settings
@@ -27,19 +28,8 @@ from gateway.triton_client import TritonClient
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _ENGLISH = {"en", "english"}
 _STREAMABLE = {ResponseFormat.json, ResponseFormat.text}
-
-
-class AudioInputError(APIError):
-    """An `AudioError` from the decoder, with the status and code it chose."""
-
-    error_type = "invalid_request_error"
-
-    def __init__(self, exc: AudioError, param: str) -> None:
-        super().__init__(exc.message, param=param, code=exc.code)
-        self.status_code = exc.status_code
 
 
 @dataclass(frozen=True)
@@ -167,7 +157,7 @@ class TranscriptionService:
                 lambda: decode_audio(data, max_seconds=limits.max_audio_seconds, target_rate=SAMPLE_RATE)
             )
         except AudioError as exc:
-            raise AudioInputError(exc, param) from exc
+            raise audio_api_error(exc, param) from exc
         pieces: list[Piece] = await anyio.to_thread.run_sync(
             split_on_pauses, decoded.samples, SAMPLE_RATE, limits.piece_seconds
         )

@@ -22,6 +22,7 @@ from tritonclient.grpc import InferInput, InferResult
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from canary_qwen.special_tokens import NON_TEXT_IDS
 from gateway.errors import APIError, BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import TritonSettings
@@ -35,10 +36,6 @@ _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT"}
 # Triton's ensemble prefixes the failing step's message with "in ensemble 'NAME', ".
 _INPUT_ERROR_TAG = re.compile(r"(?:in ensemble '[^']*', )?\[(?P<code>[a-z_]+)\] (?P<reason>.*)", re.DOTALL)
-
-
-# <|endoftext|> (pad) and <|im_end|> (end): not part of the generated text.
-_NON_TEXT_IDS = (151643, 151645)
 
 
 @dataclass
@@ -128,7 +125,7 @@ def token_ids(result: InferResult) -> list[int]:
     if ids is None:
         return []
     flat = ids.reshape(-1) if ids.ndim < 3 else ids[0, 0]
-    return [int(i) for i in flat if i >= 0 and i not in _NON_TEXT_IDS]
+    return [int(i) for i in flat if i >= 0 and i not in NON_TEXT_IDS]
 
 
 def _is_final(result: InferResult) -> bool:
@@ -159,6 +156,11 @@ class TritonClient:
         except (InferenceServerException, grpc.aio.AioRpcError) as exc:
             return False, f"Triton unreachable: {_status_of(exc) or exc}"
         return True, "ready"
+
+    async def model_parameters(self, model: str) -> dict[str, str]:
+        """A loaded model's config `parameters` (what the export recorded there, gateway/model_facts.py)."""
+        response = await self._client.get_model_config(model, client_timeout=self._settings.connect_timeout_s)
+        return {key: value.string_value for key, value in response.config.parameters.items()}
 
     async def transcribe(self, samples: np.ndarray, max_new_tokens: int) -> AsrResult:
         model = self._settings.asr_model

@@ -16,13 +16,14 @@ from gateway.audio import (
     AudioTooLongError,
     DecodedAudio,
     EmptyAudioError,
+    NotAudioError,
     UndecodableAudioError,
-    UnsupportedMediaError,
     decode_audio,
     has_speech,
 )
 from gateway.audio.decode import decode_audio_av
 from gateway.audio.pcm import decode_pcm, fast_path_format
+from gateway.errors import audio_api_error
 from tests.fixtures.audio import (
     AUDIO_FORMATS,
     HOSTILE_MAX_SECONDS,
@@ -130,7 +131,7 @@ def test_hostile_inputs_get_their_expected_outcome(hostile_inputs: list[HostileI
         try:
             decoded = decode_audio(item.data, max_seconds=HOSTILE_MAX_SECONDS)
         except AudioError as error:
-            assert error.status_code == item.status, f"{item.name}: {error!r}"
+            assert audio_api_error(error).status_code == item.status, f"{item.name}: {error!r}"
             assert error.message and "Traceback" not in error.message
             continue
         assert item.status == 200, f"{item.name} decoded but should give {item.status}"
@@ -147,10 +148,10 @@ def test_hostile_inputs_get_their_expected_outcome(hostile_inputs: list[HostileI
     ("data", "error"),
     [
         (b"", EmptyAudioError),
-        (b"\x89PNG\r\n\x1a\n" + bytes(64), UnsupportedMediaError),
-        ("Grüße, ceci n'est pas un son.\n".encode(), UnsupportedMediaError),
-        ("\ufeffid,text\n1,hello\n".encode(), UnsupportedMediaError),
-        (b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", UnsupportedMediaError),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), NotAudioError),
+        ("Grüße, ceci n'est pas un son.\n".encode(), NotAudioError),
+        ("\ufeffid,text\n1,hello\n".encode(), NotAudioError),
+        (b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n", NotAudioError),
         (bytes(range(256)) * 40, UndecodableAudioError),
     ],
     ids=["empty", "png", "utf8-text", "csv-with-bom", "playlist", "binary-junk"],
@@ -158,7 +159,8 @@ def test_hostile_inputs_get_their_expected_outcome(hostile_inputs: list[HostileI
 def test_error_classes_and_statuses(data: bytes, error: type[AudioError]) -> None:
     with pytest.raises(error) as caught:
         decode_audio(data, max_seconds=60)
-    assert caught.value.status_code == {EmptyAudioError: 400, UnsupportedMediaError: 415, UndecodableAudioError: 400}[error]
+    statuses = {EmptyAudioError: 400, NotAudioError: 415, UndecodableAudioError: 400}
+    assert audio_api_error(caught.value).status_code == statuses[error]
 
 
 def test_nan_and_inf_become_silence_not_noise(tmp_path: Path) -> None:
@@ -180,7 +182,7 @@ def test_over_limit_audio_is_refused(utterances: list[Utterance], encode_audio: 
     for fmt in ("wav", "mp3", "opus"):
         with pytest.raises(AudioTooLongError) as caught:
             decode_audio(encode_audio(speech.path, fmt).read_bytes(), max_seconds=speech.duration_s / 2)
-        assert caught.value.status_code == 413
+        assert audio_api_error(caught.value).status_code == 413
 
 
 def test_decode_bomb_stops_early_with_bounded_memory(tmp_path: Path) -> None:

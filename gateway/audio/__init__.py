@@ -9,8 +9,8 @@ from gateway.audio.errors import (
     AudioError,
     AudioTooLongError,
     EmptyAudioError,
+    NotAudioError,
     UndecodableAudioError,
-    UnsupportedMediaError,
 )
 from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, shared_vad
 
@@ -20,11 +20,11 @@ __all__ = [
     "CutOptions",
     "DecodedAudio",
     "EmptyAudioError",
+    "NotAudioError",
     "Piece",
     "SileroVad",
     "SpeechSegment",
     "UndecodableAudioError",
-    "UnsupportedMediaError",
     "VadOptions",
     "decode_audio",
     "has_speech",

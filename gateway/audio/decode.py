@@ -18,8 +18,8 @@ from gateway.audio.buffer import SampleBuffer
 from gateway.audio.errors import (
     AudioTooLongError,
     EmptyAudioError,
+    NotAudioError,
     UndecodableAudioError,
-    UnsupportedMediaError,
 )
 from gateway.audio.pcm import decode_pcm, fast_path_format
 from gateway.audio.result import DecodedAudio
@@ -102,7 +102,7 @@ def _decode_av(source: BinaryIO, head: bytes, max_seconds: float, target_rate: i
         raise EmptyAudioError("The audio file is empty.")
     what = describe_non_audio(head)
     if what is not None:
-        raise UnsupportedMediaError(
+        raise NotAudioError(
             f"The file is {what}, not audio. Supported formats: {SUPPORTED_FORMATS_HINT}."
         )
     try:
@@ -114,7 +114,7 @@ def _decode_av(source: BinaryIO, head: bytes, max_seconds: float, target_rate: i
         ) from err
     with container:
         if not container.streams.audio:
-            raise UnsupportedMediaError("The file contains no audio stream.")
+            raise NotAudioError("The file contains no audio stream.")
         if _declared_seconds(container) > max_seconds:
             raise AudioTooLongError(max_seconds)
         return _decode_stream(container, container.streams.audio[0], max_seconds, target_rate)

@@ -1,13 +1,14 @@
-"""Audio errors: each carries a message safe to show the client and its HTTP status."""
+"""Audio errors: what is wrong with the input, with a message safe to show the client.
+
+The audio package knows nothing of HTTP: the gateway maps each class to its status and
+error code once (gateway/errors.py `audio_api_error`).
+"""
 
 from __future__ import annotations
 
 
 class AudioError(Exception):
-    """Base of every audio input error; `message` is user-facing, `status_code` the HTTP status."""
-
-    status_code: int = 400
-    code: str = "invalid_audio"
+    """Base of every audio input error; `message` is user-facing."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,29 +18,17 @@ class AudioError(Exception):
 class EmptyAudioError(AudioError):
     """The upload is empty or holds no audio samples."""
 
-    status_code = 400
-    code = "empty_audio"
-
 
 class UndecodableAudioError(AudioError):
     """The upload looks like audio but cannot be decoded (corrupt, truncated header)."""
 
-    status_code = 400
-    code = "undecodable_audio"
 
-
-class UnsupportedMediaError(AudioError):
+class NotAudioError(AudioError):
     """The upload is not audio at all (image, archive, text, video without sound)."""
-
-    status_code = 415
-    code = "unsupported_media_type"
 
 
 class AudioTooLongError(AudioError):
     """The decoded duration exceeds the configured limit (detected while decoding)."""
-
-    status_code = 413
-    code = "audio_too_long"
 
     def __init__(self, max_seconds: float) -> None:
         super().__init__(

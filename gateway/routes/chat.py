@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.chat import ChatPlan, finish_reason
+from gateway.chat import ChatPlan, TokenTally, finish_reason
 from gateway.dependencies import ChatDep, SettingsDep
 from gateway.disconnect import cancel_on_disconnect
+from gateway.errors import INFERENCE_ERROR_RESPONSES
 from gateway.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -20,25 +19,21 @@ from gateway.protocol import (
     ChatCompletionRequest,
     ChunkChoice,
     ChunkDelta,
-    ErrorResponse,
     dump,
+    new_completion_id,
+    unix_time,
 )
 from gateway.sse import event, sse_response
 from gateway.streaming import prefetch
-from gateway.triton_client import TokenTally
 
 ROUTE = "/v1/chat/completions"
 router = APIRouter(tags=["chat"])
-
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)}
-
 
 async def _chunks(
     deltas: AsyncIterator[str], model: str, plan: ChatPlan, tally: TokenTally
 ) -> AsyncIterator[str]:
     """Role chunk, content chunks, final chunk with finish_reason ([DONE] added by sse_response)."""
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
+    completion_id, created = new_completion_id(), unix_time()  # shared by every chunk
 
     def chunk(delta: ChunkDelta, finish: str | None = None) -> str:
         return event(ChatCompletionChunk(
@@ -53,7 +48,7 @@ async def _chunks(
 
 
 @router.post(ROUTE, responses={
-    200: {"content": {"application/json": {}, "text/event-stream": {}}}, **_ERRORS,
+    200: {"content": {"application/json": {}, "text/event-stream": {}}}, **INFERENCE_ERROR_RESPONSES,
 }, summary="Chat, with audio input parts (OpenAI-compatible)")
 async def create_chat_completion(
     request: Request, body: ChatCompletionRequest, chat: ChatDep, settings: SettingsDep

@@ -10,10 +10,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.dependencies import SettingsDep, TranscriberDep
 from gateway.disconnect import cancel_on_disconnect
-from gateway.errors import PayloadTooLargeError
+from gateway.errors import INFERENCE_ERROR_RESPONSES, PayloadTooLargeError
 from gateway.protocol import (
     DurationUsage,
-    ErrorResponse,
     ResponseFormat,
     TranscriptionForm,
     TranscriptionResponse,
@@ -35,9 +34,6 @@ from gateway.transcription import (
 
 ROUTE = "/v1/audio/transcriptions"
 router = APIRouter(tags=["audio"])
-
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)}
-
 
 def render(transcript: Transcript, response_format: ResponseFormat) -> Response:
     usage = DurationUsage(seconds=round(transcript.duration_s, 3))
@@ -70,7 +66,7 @@ async def _events(first: AsyncIterator[str]) -> AsyncIterator[str]:
 @router.post(
     ROUTE,
     responses={200: {"content": {"application/json": {}, "text/plain": {}, "text/vtt": {},
-                                 "application/x-subrip": {}, "text/event-stream": {}}}, **_ERRORS},
+                                 "application/x-subrip": {}, "text/event-stream": {}}}, **INFERENCE_ERROR_RESPONSES},
     summary="Transcribe audio (OpenAI-compatible)",
 )
 async def create_transcription(

@@ -1,0 +1,87 @@
+"""The gateway learns the model's limits from Triton (filled from manifest.json) and refuses settings above them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from canary_qwen.manifest import Manifest
+from canary_qwen.mel import SAMPLE_RATE
+from gateway.metrics import GatewayMetrics
+from gateway.model_facts import ModelFacts, ModelFactsCheck, ModelMismatchError, check_settings
+from gateway.settings import LimitSettings, Settings, TritonSettings
+from gateway.triton_client import TritonClient
+from tests.fixtures.gateway import run_gateway, unreachable_triton_url
+
+
+def _settings(piece_seconds: float = 40.0) -> Settings:
+    return Settings(limits=LimitSettings(piece_seconds=piece_seconds))
+
+
+def test_facts_come_from_the_config_parameters() -> None:
+    facts = ModelFacts.from_parameters("canary_qwen", {"max_audio_seconds": "40", "sample_rate": "16000"})
+    assert facts == ModelFacts("canary_qwen", 40.0, 16000)
+    with pytest.raises(ModelMismatchError, match="max_audio_seconds"):
+        ModelFacts.from_parameters("canary_qwen", {"sample_rate": "16000"})
+
+
+def test_pieces_longer_than_the_model_takes_are_refused() -> None:
+    facts = ModelFacts("canary_qwen", 30.0, SAMPLE_RATE)
+    check_settings(facts, _settings(30.0))
+    with pytest.raises(ModelMismatchError, match=r"GATEWAY_LIMITS__PIECE_SECONDS=40 is above the 30 s"):
+        check_settings(facts, _settings(40.0))
+    with pytest.raises(ModelMismatchError, match="8000 Hz"):
+        check_settings(ModelFacts("canary_qwen", 40.0, 8000), _settings())
+
+
+async def test_readiness_stays_false_with_the_reason_when_learned_late() -> None:
+    """Triton down at start-up: the first ready answer triggers the check."""
+    fetched: list[str] = []
+
+    async def fetch(model: str) -> dict[str, str]:
+        fetched.append(model)
+        return {"max_audio_seconds": "20", "sample_rate": str(SAMPLE_RATE)}
+
+    async def ready(models: Sequence[str]) -> tuple[bool, str]:
+        return True, "ready"
+
+    guarded = ModelFactsCheck(fetch, _settings(40.0)).guard(ready)
+    for _ in range(2):
+        ok, reason = await guarded(["canary_qwen"])
+        assert not ok and "PIECE_SECONDS=40 is above the 20 s" in reason
+    assert fetched == ["canary_qwen"]  # learned once
+
+
+async def test_triton_serves_the_manifest_limits(triton_server, artifacts_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    manifest = Manifest.load(artifacts_dir)
+    client = TritonClient(TritonSettings(url=triton_server.grpc_url), GatewayMetrics())
+    try:
+        params = await client.model_parameters("canary_qwen")
+        stream_params = await client.model_parameters("canary_qwen_stream")
+    finally:
+        await client.close()
+    facts = ModelFacts.from_parameters("canary_qwen", params)
+    assert facts.max_audio_seconds == manifest.max_audio_seconds
+    assert facts.sample_rate == manifest.sample_rate == SAMPLE_RATE
+    assert ModelFacts.from_parameters("canary_qwen_stream", stream_params) == ModelFacts(
+        "canary_qwen_stream", facts.max_audio_seconds, facts.sample_rate
+    )
+
+
+def test_gateway_does_not_start_with_longer_pieces_than_the_model_takes(
+    triton_server, artifacts_dir: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    too_long = Manifest.load(artifacts_dir).max_audio_seconds + 1
+    env = {"GATEWAY_TRITON__URL": triton_server.grpc_url, "GATEWAY_LIMITS__PIECE_SECONDS": f"{too_long:g}"}
+    with pytest.raises(RuntimeError, match=f"GATEWAY_LIMITS__PIECE_SECONDS={too_long:g} is above"):
+        with run_gateway(env, tmp_path / "too-long.log"):
+            pass
+
+
+def test_gateway_starts_while_triton_is_away(tmp_path: Path) -> None:
+    """Unreachable at start-up is not an error: readiness checks the limits later."""
+    env = {"GATEWAY_TRITON__URL": unreachable_triton_url(), "GATEWAY_LIMITS__PIECE_SECONDS": "1000"}
+    with run_gateway(env, tmp_path / "away.log") as gateway:
+        assert gateway.process.poll() is None
