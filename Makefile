@@ -51,9 +51,9 @@ tools: $(TOOLS)/helm $(TOOLS)/node_modules/.bin/dclint
 
 # Test-only system tools: espeak-ng speaks the test utterances, sox converts them.
 sysdeps:
-	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { \
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null && command -v chromedriver >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all chromium chromium-driver >/dev/null; }
 
 # Rebuilt whenever the code that produces it changes.
 MODEL_SOURCES := $(shell find canary_qwen export model_repository -type f -not -path '*/__pycache__/*' 2>/dev/null)

@@ -49,9 +49,17 @@ def _gpu_corpus(argv: list[str]) -> int:
     return main(argv)
 
 
+def _realtime(argv: list[str]) -> int:
+    from bench.realtime import main
+
+    return main(argv)
+
+
 # Imported lazily: each command pulls in only what it needs.
 COMMANDS: dict[str, Command] = {
     "run": Command("the full benchmark (default)", _full_run),
+    "realtime": Command("live-caption sessions over /v1/realtime: turn -> transcript p95 by session count, "
+                        "a long session's gateway RSS", _realtime),
     "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", _preprocess),
     "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
     "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),

@@ -19,6 +19,8 @@ from gateway.logging_setup import log_config
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.model_facts import ModelFactsCheck
 from gateway.readiness import ReadinessProbe
+from gateway.realtime import routes as realtime
+from gateway.realtime.connection import RealtimeService
 from gateway.request_context import REQUEST_ID_HEADER, RequestIdMiddleware
 from gateway.routes import chat, health, models, transcriptions
 from gateway.settings import Settings
@@ -41,6 +43,7 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
         transcriber = TranscriptionService(settings, triton, metrics)
         app.state.transcriber = transcriber
         app.state.chat = ChatService(settings, triton, transcriber)
+        app.state.realtime = RealtimeService(settings, triton, metrics)
         facts = ModelFactsCheck(triton.model_parameters, settings)
         await facts.at_startup()  # settings the model cannot serve stop the start here
         app.state.readiness = ReadinessProbe(
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(realtime.router)
 
     # add_middleware wraps: the last added runs first.
     app.add_middleware(

@@ -53,6 +53,23 @@ class GatewayMetrics:
             "gateway_triton_errors", "Failed Triton calls by model and gRPC status.",
             ["model", "status"], registry=r,
         )
+        self.realtime_sessions_open = Gauge(
+            "gateway_realtime_sessions_open", "Realtime transcription sessions open now.", registry=r
+        )
+        self.realtime_sessions = Counter(
+            "gateway_realtime_sessions", "Realtime sessions ended, by how they ended.", ["outcome"], registry=r
+        )
+        self.realtime_utterances = Counter(
+            "gateway_realtime_utterances", "Committed realtime utterances by outcome.", ["outcome"], registry=r
+        )
+        self.realtime_errors = Counter(
+            "gateway_realtime_errors", "Error events sent to realtime clients, by code.", ["code"], registry=r
+        )
+        self.realtime_transcript_latency = Histogram(
+            "gateway_realtime_transcript_latency_seconds",
+            "From the end of an utterance (VAD stop or client commit) to its completed transcript.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
 
 
 class MetricsMiddleware:

@@ -115,6 +115,60 @@ class CorsSettings(BaseModel):
     )
 
 
+class RealtimeSettings(BaseModel):
+    """`/v1/realtime?intent=transcription` sessions; every limit ends in an `error` event."""
+
+    max_sessions: PositiveInt = Field(
+        default=32, description="Realtime sessions open at once; more get an error event and close 1013."
+    )
+    max_session_s: PositiveFloat = Field(
+        default=3600.0, description="Longest session in seconds (OpenAI's is 60 minutes); then error and close 1008."
+    )
+    idle_timeout_s: PositiveFloat = Field(
+        default=120.0, description="A session with no client message for this long is closed (1008)."
+    )
+    max_message_bytes: PositiveInt = Field(
+        default=1024 * 1024,
+        description="Largest client event (a base64 audio append of ~16 s at 24 kHz fits); larger ones get "
+        "an error event and are ignored. Frames over 16 MiB are refused by the server itself (close 1009).",
+    )
+    max_buffered_audio_s: PositiveFloat = Field(
+        default=60.0,
+        description="Audio received but not yet transcribed (uncommitted buffer plus utterances waiting for "
+        "Triton), seconds. A client sending faster than Triton keeps up gets an error and close 1008.",
+    )
+    max_queued_events: PositiveInt = Field(
+        default=1024,
+        description="Server events waiting for a client that does not read; past it the session closes 1008.",
+    )
+    deltas: bool = Field(
+        default=True,
+        description="Stream each utterance through the decoupled ensemble and send transcription deltas "
+        "(false: the whole-transcription ensemble, completed events only).",
+    )
+    utterance_concurrency: PositiveInt = Field(
+        default=4, description="Utterances of one session in flight to Triton at once (results stay in order)."
+    )
+
+
+class CaptionSettings(BaseModel):
+    """Timed transcripts (`srt`, `vtt`, `verbose_json`): cue-sized audio spans, each transcribed alone."""
+
+    max_cue_s: PositiveFloat = Field(default=7.0, description="Longest subtitle cue / verbose_json segment, seconds.")
+    line_chars: PositiveInt = Field(default=42, description="Longest subtitle line, characters.")
+    lines: PositiveInt = Field(default=2, description="Lines per subtitle cue.")
+    pause_s: float = Field(
+        default=0.3, ge=0,
+        description="A pause between detected (padded) speech at least this long always ends a cue, seconds "
+        "(0.3: about 0.5 s of silence).",
+    )
+    min_part_s: PositiveFloat = Field(
+        default=1.0,
+        description="A cue whose text does not fit its lines is cut again at a pause (and re-transcribed) "
+        "into parts no shorter than this, seconds.",
+    )
+
+
 class Settings(BaseSettings):
     """All gateway settings (env prefix GATEWAY_, nested delimiter __)."""
 
@@ -137,3 +191,4 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)

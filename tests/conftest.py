@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.triton",
     "tests.fixtures.gateway",
+    "tests.fixtures.realtime",
 ]

@@ -96,6 +96,24 @@ class SileroVad:
         _check_rate(sample_rate)
         return _FRAME[sample_rate]
 
+    @staticmethod
+    def context_samples(sample_rate: int) -> int:
+        """Samples of the previous frame that precede each scored frame."""
+        _check_rate(sample_rate)
+        return _CONTEXT[sample_rate]
+
+    @staticmethod
+    def initial_state(rows: int = 1) -> np.ndarray:
+        return np.zeros((2, rows, _STATE_SIZE), dtype=np.float32)
+
+    def step(self, windows: np.ndarray, state: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+        """One streaming step: windows [rows, context + frame] and state -> (probability per row, next state).
+        Live streams (gateway.realtime) call this frame by frame."""
+        output, next_state = self._session.run(
+            None, {"input": windows, "state": state, "sr": np.array(sample_rate, dtype=np.int64)}
+        )
+        return output[:, 0], next_state
+
     def frame_probabilities(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         """Speech probability of each 32 ms frame; frame i covers samples [i*F, (i+1)*F)."""
         frame = self.frame_samples(sample_rate)

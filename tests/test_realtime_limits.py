@@ -1,0 +1,143 @@
+"""Realtime session limits, on a gateway of their own (tiny limits) in front of the session Triton.
+
+Each limit ends the session the same way: an `error` event in OpenAI's shape with a code
+naming the limit, then a close frame with a clear code (1013: no session slot; 1008: the
+client's own limits). The gateway stays healthy and serves the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.fixtures.gateway import GatewayProcess, run_gateway, wait_ready
+
+PATH = "/v1/realtime?intent=transcription"
+IDLE_S = 1.5
+SESSION_S = 4.0
+BUFFERED_S = 2.0
+MANUAL = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+    "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}
+
+
+@pytest.fixture(scope="module")
+def limited_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    env = {
+        "GATEWAY_TRITON__URL": triton_server.grpc_url,
+        "GATEWAY_REALTIME__MAX_SESSIONS": "1",
+        "GATEWAY_REALTIME__IDLE_TIMEOUT_S": str(IDLE_S),
+        "GATEWAY_REALTIME__MAX_SESSION_S": str(SESSION_S),
+        "GATEWAY_REALTIME__MAX_BUFFERED_AUDIO_S": str(BUFFERED_S),
+        "GATEWAY_REALTIME__MAX_MESSAGE_BYTES": "4096",
+    }
+    with run_gateway(env, tmp_path_factory.mktemp("limited") / "gateway.log") as gateway:
+        wait_ready(gateway.base_url)
+        yield gateway
+
+
+def _url(gateway: GatewayProcess) -> str:
+    return gateway.base_url.replace("http://", "ws://", 1) + PATH
+
+
+async def _no_session_open(gateway: GatewayProcess) -> None:
+    """The previous test's session is fully gone (max_sessions is 1)."""
+    deadline = time.monotonic() + 10
+    async with httpx.AsyncClient() as http:
+        while "gateway_realtime_sessions_open 0.0" not in (await http.get(f"{gateway.base_url}/metrics")).text:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+
+async def _closed_with(ws: ClientConnection, timeout: float) -> tuple[list[dict[str, Any]], int | None]:
+    """Events until the server closes, and its close code."""
+    events: list[dict[str, Any]] = []
+    try:
+        while True:
+            events.append(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    except ConnectionClosed as closed:
+        return events, closed.rcvd.code if closed.rcvd else None
+
+
+def _silence(seconds: float) -> str:
+    return base64.b64encode(np.zeros(int(seconds * 16000), "<i2").tobytes()).decode("ascii")
+
+
+async def test_second_session_is_refused_with_1013(limited_gateway: GatewayProcess) -> None:
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as first:
+        assert json.loads(await first.recv())["type"] == "session.created"
+        async with connect(_url(limited_gateway)) as second:
+            events, code = await _closed_with(second, 10)
+        assert code == 1013
+        assert [e["error"]["code"] for e in events] == ["session_limit_reached"]
+        assert events[0]["error"]["type"] == "rate_limit_error"
+        await first.send(json.dumps(MANUAL))  # the first session is unaffected
+        assert json.loads(await first.recv())["type"] == "session.updated"
+
+
+async def test_idle_session_is_closed(limited_gateway: GatewayProcess) -> None:
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        started = time.monotonic()
+        events, code = await _closed_with(ws, 10)
+    assert code == 1008
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "idle_timeout"
+    assert time.monotonic() - started >= IDLE_S * 0.9
+
+
+async def test_session_length_is_bounded(limited_gateway: GatewayProcess) -> None:
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        await ws.recv()
+        await ws.send(json.dumps(MANUAL))
+        started = time.monotonic()
+
+        async def keep_alive() -> None:  # never idle: only the session length can end it
+            while True:
+                await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+                await asyncio.sleep(IDLE_S / 3)
+
+        sender = asyncio.create_task(keep_alive())
+        events, code = await _closed_with(ws, 10)
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert code == 1008
+    assert events[-1]["error"]["code"] == "session_expired"
+    assert SESSION_S * 0.9 <= time.monotonic() - started <= SESSION_S + 5
+
+
+async def test_audio_faster_than_it_can_be_transcribed_is_bounded(limited_gateway: GatewayProcess) -> None:
+    """Appends past the buffered-audio limit (never committed here): error, then close 1008."""
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        await ws.recv()
+        await ws.send(json.dumps(MANUAL))
+        await ws.recv()
+        for _ in range(int(BUFFERED_S / 0.1) + 5):  # 0.1 s appends (3.2 kB of base64: under the 4 kB limit)
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.1)}))
+        events, code = await _closed_with(ws, 10)
+    assert code == 1008
+    assert events[-1]["error"]["code"] == "buffer_limit_exceeded", events[-1]
+
+
+async def test_message_over_the_limit_is_refused_but_the_session_goes_on(limited_gateway: GatewayProcess) -> None:
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.5)}))  # 21 kB
+        event = json.loads(await ws.recv())
+        assert (event["type"], event["error"]["code"]) == ("error", "message_too_large")
+        await ws.send(json.dumps(MANUAL))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+    async with httpx.AsyncClient() as http:  # still healthy
+        assert (await http.get(f"{limited_gateway.base_url}/health/ready")).status_code == 200

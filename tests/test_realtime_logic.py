@@ -1,0 +1,194 @@
+"""Pure logic of the realtime package: event parsing, turn detection, session state, audio input.
+
+No servers: real Silero VAD (onnxruntime) on real espeak-ng speech, synthetic probabilities
+for the hysteresis corner cases.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from gateway.audio.vad import SileroVad, shared_vad
+from gateway.realtime import protocol
+from gateway.realtime.audio_input import PcmResampler, decode_base64_pcm16
+from gateway.realtime.protocol import ProtocolError, ServerVad, SessionConfig
+from gateway.realtime.session import SampleLog, Session
+from gateway.realtime.turns import SpeechEnd, SpeechStart, StreamingVad, TurnDetector
+from tests.fixtures.realtime import SpokenScript
+
+MODEL = "canary-qwen-2.5b"
+
+
+# ----------------------------------------------------------------------------- turn detection
+
+
+def detector(**overrides: int | float) -> TurnDetector:
+    options: dict[str, int | float] = {"threshold": 0.5, "silence_frames": 5, "min_speech_frames": 3,
+                                       "max_speech_frames": 1000}
+    options.update(overrides)
+    return TurnDetector(**options)  # type: ignore[arg-type]
+
+
+def probs(*runs: tuple[float, int]) -> np.ndarray:
+    return np.concatenate([np.full(count, value, dtype=np.float32) for value, count in runs])
+
+
+def test_turn_starts_once_confirmed_and_ends_after_the_silence() -> None:
+    turns = detector().push(probs((0.0, 10), (0.9, 20), (0.0, 10)))
+    assert turns == [SpeechStart(10), SpeechEnd(30)]
+
+
+def test_short_burst_and_short_dip_do_not_make_turns() -> None:
+    assert detector().push(probs((0.0, 5), (0.9, 2), (0.0, 10))) == []  # shorter than min speech
+    # A dip shorter than the silence does not end the turn.
+    assert detector().push(probs((0.9, 10), (0.0, 4), (0.9, 10), (0.0, 6))) == [SpeechStart(0), SpeechEnd(24)]
+
+
+def test_hysteresis_keeps_speech_between_the_thresholds() -> None:
+    # 0.4 is below the start threshold but above the exit one (0.35): still speech.
+    assert detector().push(probs((0.9, 5), (0.4, 20), (0.1, 5))) == [SpeechStart(0), SpeechEnd(25)]
+
+
+def test_events_do_not_depend_on_how_frames_are_split() -> None:
+    signal = probs((0.0, 7), (0.8, 13), (0.2, 9), (0.9, 30), (0.0, 12))
+    whole = detector().push(signal)
+    split = detector()
+    pieces = [split.push(signal[i : i + 3]) for i in range(0, signal.size, 3)]
+    assert [turn for piece in pieces for turn in piece] == whole
+
+
+def test_longest_utterance_is_cut_and_speech_goes_on() -> None:
+    turns = detector(max_speech_frames=10).push(probs((0.9, 25), (0.0, 5)))
+    assert turns == [SpeechStart(0), SpeechEnd(10, forced=True), SpeechStart(10),
+                     SpeechEnd(20, forced=True), SpeechStart(20), SpeechEnd(25)]
+
+
+# ----------------------------------------------------------------------------- audio input
+
+
+def test_streaming_vad_scores_exactly_like_the_file_path(realtime_script: SpokenScript) -> None:
+    vad = shared_vad()
+    audio = realtime_script.samples_16k
+    stream = StreamingVad(vad, 16000)
+    streamed = np.concatenate([stream.feed(audio[i : i + 1234]) for i in range(0, audio.size, 1234)])
+    whole = SileroVad().frame_probabilities(audio[: streamed.size * 512], 16000)
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+
+
+def test_resampler_streams_24k_to_16k_without_losing_samples() -> None:
+    rate = 24000
+    t = np.arange(rate * 2) / rate
+    pcm = (np.sin(2 * np.pi * 440 * t) * 12000).astype("<i2")
+    resampler = PcmResampler(rate, 16000)
+    out = np.concatenate([resampler.convert(pcm[i : i + 2400]) for i in range(0, pcm.size, 2400)]
+                         + [resampler.flush()])
+    assert abs(out.size - 32000) <= 2
+    spectrum = np.abs(np.fft.rfft(out[4000:20000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2  # 1 Hz bins over 1 s
+    assert PcmResampler(16000, 16000).convert(np.array([16384, -32768], "<i2")).tolist() == [0.5, -1.0]
+
+
+@pytest.mark.parametrize("audio, code", [("%%%", "invalid_value"), ("", "invalid_value"),
+                                          (base64.b64encode(b"abc").decode(), "invalid_value")])
+def test_bad_appends_are_protocol_errors(audio: str, code: str) -> None:
+    with pytest.raises(ProtocolError) as error:
+        decode_base64_pcm16(audio, "evt")
+    assert (error.value.code, error.value.param, error.value.event_id) == (code, "audio", "evt")
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def update(session: dict, kind: str = "session.update") -> SessionConfig:
+    return protocol.apply_update(SessionConfig(model=MODEL), {"type": kind, "session": session}, MODEL)
+
+
+def test_updates_are_partial_in_both_dialects() -> None:
+    config = update({"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}})
+    assert config == SessionConfig(sample_rate=16000, model=MODEL)
+    config = update({"type": "transcription", "audio": {"input": {"turn_detection": {
+        "type": "server_vad", "silence_duration_ms": 800}}}})
+    assert config.turn_detection == ServerVad(silence_duration_ms=800)
+    assert update({"turn_detection": None}, "transcription_session.update").turn_detection is None
+    beta = update({"input_audio_format": "pcm16", "input_audio_transcription": {"model": MODEL, "language": "en"}},
+                  "transcription_session.update")
+    assert (beta.sample_rate, beta.language) == (24000, "en")
+
+
+def test_session_bodies_in_both_dialects() -> None:
+    config = SessionConfig(model=MODEL, turn_detection=None)
+    ga = protocol.session_body("sess_1", config, beta=False)
+    assert ga["type"] == "transcription" and ga["audio"]["input"]["turn_detection"] is None
+    assert protocol.session_body("sess_1", config, beta=True)["input_audio_format"] == "pcm16"
+
+
+def test_unknown_event_types_list_the_supported_ones() -> None:
+    with pytest.raises(ProtocolError) as error:
+        protocol.parse_client_event('{"type": "response.create", "event_id": "e1"}')
+    assert "input_audio_buffer.append" in error.value.message and error.value.event_id == "e1"
+
+
+# ----------------------------------------------------------------------------- session
+
+
+def run_session(session: Session, pcm: np.ndarray, chunk: int) -> list[dict]:
+    events: list[dict] = []
+    for start in range(0, pcm.size, chunk):
+        samples, scores = session.analyse(pcm[start : start + chunk])
+        produced, _ = session.ingest(samples, scores, 0.0)
+        events += produced
+    return events
+
+
+def test_server_vad_session_commits_each_sentence(realtime_script: SpokenScript) -> None:
+    session = Session(SessionConfig(model=MODEL), shared_vad(), 16000, 40.0)
+    events = run_session(session, realtime_script.pcm16(24000), 2400)
+    kinds = [e["type"] for e in events]
+    assert kinds == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                     "input_audio_buffer.committed"] * len(realtime_script.segments)
+    starts = [e["audio_start_ms"] / 1000 for e in events if e["type"].endswith("speech_started")]
+    for segment, start in zip(realtime_script.segments, starts, strict=True):
+        assert segment.start_s - 0.45 <= start <= segment.start_s + 0.15
+
+
+def test_retained_audio_stays_bounded_in_a_long_session(realtime_script: SpokenScript) -> None:
+    """Memory flat with session length: only the prefix (idle) or the current utterance is kept."""
+    session = Session(SessionConfig(model=MODEL), shared_vad(), 16000, 40.0)
+    pcm = realtime_script.pcm16(16000)
+    peak = 0
+    for _ in range(6):
+        for start in range(0, pcm.size, 1600):
+            samples, scores = session.analyse(pcm[start : start + 1600])
+            session.ingest(samples, scores, 0.0)
+            peak = max(peak, session.uncommitted_samples)
+    longest = max(s.end_s - s.start_s for s in realtime_script.segments)
+    assert peak <= (longest + 1.5) * 16000
+
+
+def test_manual_commit_and_clear(realtime_script: SpokenScript) -> None:
+    session = Session(SessionConfig(model=MODEL, sample_rate=16000, turn_detection=None), shared_vad(), 16000, 40.0)
+    assert run_session(session, realtime_script.pcm16(16000)[:16000], 1600) == []
+    events, utterance = session.commit(1.0, None)
+    assert (utterance.start_ms, utterance.end_ms, utterance.previous_item_id) == (0, 1000, None)
+    assert events[0]["type"] == "input_audio_buffer.committed"
+    run_session(session, np.zeros(8000, "<i2"), 1600)
+    assert session.clear()[0]["type"] == "input_audio_buffer.cleared" and session.uncommitted_samples == 0
+    with pytest.raises(ProtocolError) as error:
+        session.commit(2.0, "e2")
+    assert error.value.code == "input_audio_buffer_commit_empty"
+    run_session(session, np.zeros(3200, "<i2"), 1600)
+    _, second = session.commit(3.0, None)
+    assert (second.start_ms, second.end_ms, second.previous_item_id) == (1500, 1700, utterance.item_id)
+
+
+def test_sample_log_slices_across_chunks_and_discards() -> None:
+    log = SampleLog()
+    for value in range(5):
+        log.append(np.full(10, value, dtype=np.float32))
+    assert log.slice(8, 12).tolist() == [0, 0, 1, 1]
+    log.discard_before(25)
+    assert (log.base, log.size) == (25, 25)
+    assert log.slice(0, 31).tolist() == [2] * 5 + [3]
