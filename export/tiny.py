@@ -1,10 +1,15 @@
-"""`python -m export tiny --out DIR [--seed N]`: Canary-Qwen's architecture at tiny sizes, in the hub layout.
+"""`python -m export tiny --out DIR [--seed N] [--preset tiny|full]`: Canary-Qwen's architecture at tiny
+(default) or real sizes, in the hub layout.
 
 NeMo's SALM builds the model (FastConformer encoder, mel preprocessor, projection, Qwen3 with
 PEFT LoRA on q/v), so names, shapes and buffers are NeMo's own. Every tensor is then re-drawn
 from a seeded generator with scales that keep activations near unit variance, so the logits
 are far from flat and greedy tokens are stable under float noise. lora_B is non-zero, so
 folding LoRA changes the ASR model.
+
+Presets (`PRESETS`, name -> sizes): `tiny` is the embedded model; `full` has canary-qwen-2.5b's
+real dimensions. Presets in `DIRECT_WRITE` are too large for NeMo's module init (2.5 B parameters):
+export/direct_checkpoint.py writes them straight from the configs, random bf16 tensors.
 """
 
 from __future__ import annotations
@@ -39,6 +44,31 @@ class TinySizes:
     # As in the real checkpoint: r 128, alpha 256 (scale 2.0) on q_proj and v_proj.
     lora_r: int = 128
     lora_alpha: int = 256
+
+
+# canary-qwen-2.5b: canary-1b-flash's FastConformer (32 layers, d_model 1024, 8 heads, FFN 4096,
+# conv kernel 9, dw_striding x8 with 256 channels) and Qwen3-1.7B (KNOWN_LLM_CONFIGS in
+# canary_qwen/checkpoint.py); FFN expansion and kernel size are fixed in encoder_config.
+FULL_SIZES = TinySizes(
+    encoder_layers=32,
+    encoder_d_model=1024,
+    encoder_heads=8,
+    subsampling_conv_channels=256,
+    llm_layers=28,
+    llm_hidden=2048,
+    llm_heads=16,
+    llm_kv_heads=8,
+    llm_head_dim=128,
+    llm_intermediate=6144,
+)
+
+DEFAULT_PRESET = "tiny"
+PRESETS: dict[str, TinySizes] = {
+    "tiny": TinySizes(),
+    "full": FULL_SIZES,
+}
+# Written tensor by tensor from the configs, without NeMo (export/direct_checkpoint.py).
+DIRECT_WRITE: frozenset[str] = frozenset({"full"})
 
 
 def preprocessor_config() -> dict[str, Any]:
@@ -230,12 +260,29 @@ def build_tiny(out: Path, seed: int = 0, sizes: TinySizes | None = None) -> Path
     return out
 
 
+def build_preset(out: Path, preset: str = DEFAULT_PRESET, seed: int = 0) -> Path:
+    """Write the named preset's checkpoint into `out`: NeMo's modules, or the direct writer."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    if preset in DIRECT_WRITE:
+        from export.direct_checkpoint import write_checkpoint
+
+        return write_checkpoint(out, PRESETS[preset], seed=seed)
+    return build_tiny(out, seed=seed, sizes=PRESETS[preset])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed for every tensor (default 0)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="sizes: tiny (the embedded model, default) or full (canary-qwen-2.5b's, random bf16, ~5 GB)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    path = build_tiny(args.out, seed=args.seed)
-    print(f"tiny checkpoint written to {path}")
+    path = build_preset(args.out, args.preset, seed=args.seed)
+    print(f"{args.preset} checkpoint written to {path}")
     return 0

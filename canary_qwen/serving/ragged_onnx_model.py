@@ -1,5 +1,6 @@
 """cpu tier of `encoder` and `adapter`: an ONNX graph (data, length) -> (data, length) on
-onnxruntime, run once over a dynamic batch of requests with ragged lengths."""
+onnxruntime, run once over a dynamic batch of requests with ragged lengths; with the `torch`
+runtime parameter, the same modules in plain PyTorch instead (torch_runner.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from canary_qwen.serving.ragged import request_items, run_ragged
+from canary_qwen.serving.torch_runner import TorchRunner, wants_torch  # torch only imported when used
 from canary_qwen.serving.triton_io import error_response, model_config, model_parameters, ok_response, required_array
 
 
@@ -22,9 +24,13 @@ class RaggedOnnxModel:
         # Config axes count the batch axis; the ragged helpers work on single items.
         self._in_axis = int(params["input_time_axis"]) - 1
         self._out_axis = int(params["output_time_axis"]) - 1
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        if wants_torch(params):  # the plain-PyTorch modules, e.g. on CUDA
+            self._run = TorchRunner.from_params(version_dir, params)  # type: ignore[method-assign]
+            return
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
-        path = Path(args["model_repository"]) / args["model_version"] / params["onnx_file"]
+        path = version_dir / params["onnx_file"]
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._onnx_inputs = [i.name for i in self._session.get_inputs()]
         self._onnx_outputs = [o.name for o in self._session.get_outputs()]
