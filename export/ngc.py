@@ -19,3 +19,7 @@ TRITON_RELEASE = "25.10"
 NGC_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-trtllm-python-py3"
 TENSORRT_LLM_VERSION = "1.0.0"
 TENSORRT_VERSION = "10.11"
+# Backends in that image (tensorrtllm_backend v1.0.0 build.sh builds it with `--backend=ensemble
+# --backend=tensorrtllm --backend=python`): no `tensorrt` (tensorrt_plan) or onnxruntime backend,
+# so the gpu tier runs its TensorRT plans from python models (canary_qwen/serving/trt_plan_model.py).
+IMAGE_BACKENDS = ("ensemble", "python", "tensorrtllm")
