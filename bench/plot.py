@@ -19,8 +19,9 @@ _COLOURS = {"gateway": "tab:blue", "triton": "tab:orange"}
 def _series(levels: Mapping[str, Any], key: str) -> tuple[list[int], list[float], list[list[float]]]:
     xs = sorted(int(level) for level in levels)
     values = [float(levels[str(x)][key]["value"]) for x in xs]
-    low = [v - float(levels[str(x)][key]["ci95"][0]) for x, v in zip(xs, values)]
-    high = [float(levels[str(x)][key]["ci95"][1]) - v for x, v in zip(xs, values)]
+    bounds = [levels[str(x)][key]["ci95"] or [v, v] for x, v in zip(xs, values)]  # none from < 3 rounds
+    low = [max(0.0, v - float(b[0])) for b, v in zip(bounds, values)]
+    high = [max(0.0, float(b[1]) - v) for b, v in zip(bounds, values)]
     return xs, values, [low, high]
 
 

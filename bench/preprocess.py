@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -48,7 +49,7 @@ class FormatRounds:
     decode_cpu_s: list[float] = field(default_factory=list)
     mel_cpu_s: list[float] = field(default_factory=list)
 
-    def figures(self) -> dict[str, dict[str, float | int | list[float]]]:
+    def figures(self) -> dict[str, dict[str, Any]]:
         total = [d + m for d, m in zip(self.decode_cpu_s, self.mel_cpu_s)]
         return {
             "preprocess": rate_interval(self.audio_s, total).as_dict(1),
@@ -139,7 +140,7 @@ def main(argv: list[str]) -> int:
     print("| format | decode + resample + log-mel | decode + resample | log-mel |\n|---|---|---|---|")
     for fmt, rounds in results.items():
         cells = [
-            f"{f['value']:,.0f} ({f['ci95'][0]:,.0f} - {f['ci95'][1]:,.0f})"  # type: ignore[index]
+            f"{f['value']:,.0f}" + ("" if f["ci95"] is None else f" ({f['ci95'][0]:,.0f} - {f['ci95'][1]:,.0f})")
             for f in rounds.figures().values()
         ]
         print(f"| {fmt} | {' | '.join(cells)} |")

@@ -107,18 +107,19 @@ def headline(
     gateway_c1: Sequence[LoadResult],
     gateway_cn: Sequence[LoadResult],
     triton_cn: Sequence[LoadResult],
-) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
     """The comparison keys and their 95 % intervals, from rounds of the same sweep.
 
     Ratios pair round i of one arm with round i of the other (they ran side by side).
     """
     c = concurrency
     keys: dict[str, float | None] = {}
-    intervals: dict[str, list[float]] = {}
+    intervals: dict[str, list[float] | None] = {}
 
     def put(key: str, interval: Interval, digits: int = 3) -> None:
         keys[key] = round(interval.value, digits)
-        intervals[key] = [round(interval.low, digits), round(interval.high, digits)]
+        bounds = interval.bounds
+        intervals[key] = None if bounds is None else [round(b, digits) for b in bounds]
 
     put("rtfx_gateway_c1", rate_interval(*_rtfx_rounds(gateway_c1)))
     put(f"rtfx_gateway_c{c}", rate_interval(*_rtfx_rounds(gateway_cn)))
@@ -137,12 +138,15 @@ def check_targets(document: Mapping[str, Any], concurrency: int) -> dict[str, di
     checks = {}
     for t in targets(concurrency):
         measured, interval = document.get(t.key), intervals.get(t.key)
+        verdict = t.verdict(measured, interval)
+        if t.key in intervals and interval is None and verdict is not None:
+            verdict = "undecided"  # a figure from too few rounds to have an interval
         checks[t.key] = {
             "target": str(t),
             "measured": measured,
             "ci95": interval,
-            "verdict": t.verdict(measured, interval),
-            "met": t.met(measured, interval),
+            "verdict": verdict,
+            "met": None if verdict is None else verdict == "met",
         }
     return checks
 

@@ -217,7 +217,7 @@ def _preprocessing(settings: BenchSettings, clips: Sequence[Clip]) -> dict[str, 
     encoded = preprocess.encode_corpus(clips, settings.cache_dir / "audio" / "formats")
     rounds = preprocess.measure(encoded, settings.artifacts_dir / "mel.safetensors", settings.preprocess_rounds)
     out: dict[str, Any] = {"preprocess": {fmt: r.figures() for fmt, r in rounds.items()}}
-    intervals: dict[str, list[float]] = {}
+    intervals: dict[str, list[float] | None] = {}
     for fmt, figures in out["preprocess"].items():
         suffix = "" if fmt == preprocess.HEADLINE_FORMAT else f"_{fmt.replace('-', '_')}"
         for stage in ("preprocess", "decode_resample", "log_mel"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ def ratio(numerator: float, denominator: float) -> float | None:
 # are resampled with replacement, pairs kept together, and the 2.5 / 97.5 percentiles of
 # the resampled statistic give a 95 % percentile-bootstrap interval.
 BOOTSTRAP_RESAMPLES = 4000
+MIN_ROUNDS = 3  # below this a bootstrap interval says nothing: reported as none
 _BOOTSTRAP_SEED = 16
 
 
@@ -46,14 +48,19 @@ class Interval:
     """A point estimate with its 95 % bootstrap interval over rounds."""
 
     value: float
-    low: float
-    high: float
+    low: float | None  # None with fewer than MIN_ROUNDS rounds: no spread to speak of
+    high: float | None
     rounds: int
 
-    def as_dict(self, digits: int = 3) -> dict[str, float | int]:
+    @property
+    def bounds(self) -> list[float] | None:
+        return None if self.low is None or self.high is None else [self.low, self.high]
+
+    def as_dict(self, digits: int = 3) -> dict[str, Any]:
+        bounds = self.bounds
         return {
             "value": round(self.value, digits),
-            "ci95": [round(self.low, digits), round(self.high, digits)],
+            "ci95": None if bounds is None else [round(b, digits) for b in bounds],
             "rounds": self.rounds,
         }
 
@@ -65,6 +72,8 @@ def _resample_indices(rounds: int, resamples: int, seed: int) -> np.ndarray:
 
 
 def _interval(value: float, resampled: np.ndarray, rounds: int) -> Interval:
+    if rounds < MIN_ROUNDS:
+        return Interval(float(value), None, None, rounds)
     low, high = np.percentile(resampled, [2.5, 97.5])
     return Interval(float(value), float(low), float(high), rounds)
 

@@ -261,3 +261,11 @@ def test_service_cpu_excludes_the_load_generator() -> None:
     cpu = {"gateway": 1.0, "model:llm": 2.0, "bench client": 5.0}
     assert report.service_cpu_ms_per_request(cpu, 10) == 300.0
     assert report.service_cpu_ms_per_request(cpu, 0) is None
+
+
+def test_too_few_rounds_give_no_interval_and_no_verdict_of_met() -> None:
+    c1 = [LoadResult(1, 4, 100.0, 10.0, [2.5] * 4, 0)]
+    keys, intervals = report.headline(16, c1, [_load(4.0, [1.0])], [_load(3.9, [1.0])])
+    assert keys["batching_gain_c16"] == 2.5 and intervals["batching_gain_c16"] is None
+    checks = report.check_targets({**keys, "intervals": intervals}, 16)
+    assert checks["batching_gain_c16"]["verdict"] == "undecided" and checks["batching_gain_c16"]["met"] is False
