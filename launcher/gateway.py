@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+from launcher.parent_death import die_with_parent
+
 # The gateway drains in-flight requests on SIGTERM (its own setting); past this
 # many seconds the launcher stops waiting and kills it.
 _STOP_TIMEOUT_SECS = 120.0
@@ -32,6 +34,8 @@ class GatewayProcess:
             env=self.env(dict(os.environ)),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # signals come from the launcher only
+            # If the launcher is killed outright: stop listening at once, answer what is in flight.
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
 
     def poll(self) -> int | None:

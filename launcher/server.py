@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO
 
 from launcher.installation import TritonInstallation, find_installation
+from launcher.parent_death import die_with_parent
 from launcher.settings import TritonSettings
 
 # Extra seconds after --exit-timeout-secs before a stuck server is killed.
@@ -113,6 +114,9 @@ class TritonServer:
         self._check_ports_free()
         installation = self._installation or find_installation(self.settings.binary, self.settings.work_dir)
         stdout: IO[bytes] | None = None
+        if self._log is not None:  # left open by a kill(): restarting after one
+            self._log.close()
+            self._log = None
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = stdout = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -126,6 +130,9 @@ class TritonServer:
             # launcher, which forwards one SIGTERM (a second signal would make
             # Triton skip its graceful shutdown).
             start_new_session=True,
+            # If the launcher is killed outright, Triton goes with it (its python
+            # backend stubs follow their parent on their own) and frees its ports.
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
 
     def wait_ready(self, timeout: float | None = None) -> None:
@@ -164,14 +171,21 @@ class TritonServer:
                 try:
                     process.wait(self.settings.exit_timeout_secs + _KILL_GRACE_SECS)
                 except subprocess.TimeoutExpired:
-                    # Its group holds the python backend stubs it started.
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+                    self.kill()
             return process.returncode
         finally:
             if self._log is not None:
                 self._log.close()
                 self._log = None
+
+    def kill(self) -> int | None:
+        """SIGKILL at once (what an OOM kill does), with the python backend stubs of its group."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
 
     def __enter__(self) -> TritonServer:
         self.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -22,6 +23,7 @@ import tritonclient.http as httpclient
 
 from launcher import TritonServer, TritonSettings, TritonStartError
 from launcher.installation import find_installation
+from tests.fixtures.ports import free_port
 from tests.fixtures.triton import log_tail, triton_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -301,8 +303,6 @@ def test_cli_triton_runs_until_sigterm(repository: Path, tmp_path: Path) -> None
 
 
 def test_cli_serve_runs_triton_and_gateway_until_sigterm(repository: Path, tmp_path: Path) -> None:
-    from tests.fixtures.ports import free_port
-
     settings = triton_settings()
     gateway_port = free_port()
     log = tmp_path / "serve.log"
@@ -319,3 +319,90 @@ def test_cli_serve_runs_triton_and_gateway_until_sigterm(repository: Path, tmp_p
             process.wait()
     assert "tritonserver stopped (exit code 0)" in log.read_text()
     assert not _port_listening(gateway_port) and not _port_listening(settings.http_port)
+
+
+# ---- no orphans: the launcher killed outright takes its servers with it ----------------
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now (children of every thread, recursively)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                pids = {int(p) for p in children.read_text().split()}
+            except OSError:
+                continue
+            todo.extend(pids - found)
+            found |= pids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "(gone)"
+
+
+def _kill_and_expect_nothing_left(process: subprocess.Popen, ports: list[int], log: Path) -> None:
+    children = _descendants(process.pid)
+    commands = " | ".join(_command(pid) for pid in children)
+    assert "tritonserver" in commands, commands
+    process.kill()  # SIGKILL: no handler runs, nothing is forwarded
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 20  # generous on a busy machine; it takes well under a second
+    while time.monotonic() < deadline:
+        left = [pid for pid in children if _alive(pid)]
+        busy = [port for port in ports if _port_listening(port)]
+        if not left and not busy:
+            return
+        time.sleep(0.2)
+    for pid in left:  # clean up before failing: never leave the orphans this test is about
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    raise AssertionError(
+        f"left running: {[_command(pid) for pid in left]}, ports still listening: {busy}\n{log.read_text()}"
+    )
+
+
+def test_sigkill_of_the_triton_launcher_leaves_no_tritonserver(repository: Path, tmp_path: Path) -> None:
+    settings = triton_settings()
+    log = tmp_path / "launcher.log"
+    process = _launcher("triton", repository, settings, log)
+    try:
+        _wait_http_ok(f"http://127.0.0.1:{settings.http_port}/v2/health/ready", process, log)
+        _kill_and_expect_nothing_left(
+            process, [settings.http_port, settings.grpc_port, settings.metrics_port], log
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigkill_of_the_serve_launcher_leaves_no_tritonserver_or_gateway(repository: Path, tmp_path: Path) -> None:
+    settings = triton_settings()
+    gateway_port = free_port()
+    log = tmp_path / "serve.log"
+    process = _launcher("serve", repository, settings, log, GATEWAY_PORT=str(gateway_port), GATEWAY_HOST="127.0.0.1")
+    try:
+        _wait_http_ok(f"http://127.0.0.1:{gateway_port}/health/live", process, log)
+        assert any("-m gateway" in _command(pid) for pid in _descendants(process.pid))
+        _kill_and_expect_nothing_left(
+            process, [gateway_port, settings.http_port, settings.grpc_port, settings.metrics_port], log
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
