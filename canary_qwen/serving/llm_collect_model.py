@@ -2,7 +2,10 @@
 
 Every request of a dynamic batch goes on as it came (same tensors, `streaming` forced false) to the
 decoupled tensorrtllm model named by the `engine_model` parameter, all at once (async BLS), so the
-engine batches them in flight; its per-item responses are gathered by `stream_collect`.
+engine batches them in flight; its per-item responses are gathered by `stream_collect`. A
+non-decoupled model's coroutine `execute` is awaited and its responses returned (python_backend
+r25.10 src/pb_stub.cc), and `async_exec(decoupled=True)` yields a decoupled model's responses
+(python_backend README, "Using BLS with Decoupled Models").
 """
 
 from __future__ import annotations

@@ -67,7 +67,10 @@ class TrtPlanModel:
         self._contexts = []
         for k in range(self._engine.num_optimization_profiles):
             context = self._engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            context.set_device_memory(self._workspace.data_ptr(), size)
+            if hasattr(context, "set_device_memory"):  # TensorRT >= 10.1
+                context.set_device_memory(self._workspace.data_ptr(), size)
+            else:
+                context.device_memory = self._workspace.data_ptr()
             context.set_optimization_profile_async(k, self._stream.cuda_stream)
             self._contexts.append(context)
         self._stream.synchronize()
