@@ -22,12 +22,23 @@ from gateway.protocol import ErrorBody, ErrorResponse
 log = logging.getLogger(__name__)
 
 
+_STATUS_TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_type_for(status_code: int) -> str:
+    """OpenAI's error `type` for a status: the one rule, for typed errors and framework ones alike."""
+    return _STATUS_TYPES.get(status_code, "invalid_request_error" if status_code < 500 else "server_error")
+
+
 class APIError(Exception):
-    """An error the client sees. Subclasses fix status and type."""
+    """An error the client sees. Subclasses fix the status (which fixes the type) and default code."""
 
     status_code: int = 500
-    error_type: str = "server_error"
     default_code: str | None = None
+
+    @property
+    def error_type(self) -> str:
+        return error_type_for(self.status_code)
 
     def __init__(
         self,
@@ -46,36 +57,30 @@ class APIError(Exception):
 
 class BadRequestError(APIError):
     status_code = 400
-    error_type = "invalid_request_error"
 
 
 class AuthenticationError(APIError):
     status_code = 401
-    error_type = "invalid_request_error"
     default_code = "invalid_api_key"
 
 
 class NotFoundError(APIError):
     status_code = 404
-    error_type = "invalid_request_error"
     default_code = "not_found"
 
 
 class PayloadTooLargeError(APIError):
     status_code = 413
-    error_type = "invalid_request_error"
     default_code = "payload_too_large"
 
 
 class UnsupportedMediaError(APIError):
     status_code = 415
-    error_type = "invalid_request_error"
     default_code = "unsupported_media_type"
 
 
 class TooManyRequestsError(APIError):
     status_code = 429
-    error_type = "rate_limit_error"
     default_code = "too_many_requests"
 
 
@@ -83,19 +88,16 @@ class UpstreamError(APIError):
     """Triton answered with an error we cannot attribute to the request."""
 
     status_code = 502
-    error_type = "server_error"
     default_code = "upstream_error"
 
 
 class UpstreamUnavailableError(APIError):
     status_code = 503
-    error_type = "server_error"
     default_code = "upstream_unavailable"
 
 
 class UpstreamTimeoutError(APIError):
     status_code = 504
-    error_type = "server_error"
     default_code = "upstream_timeout"
 
 
@@ -120,14 +122,11 @@ INFERENCE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 429, 502, 503, 504)
 }
 
-_STATUS_TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}
-
-
 def error_body(status_code: int, message: str, *, error_type: str | None = None,
                param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """The OpenAI error document for one failure."""
     if error_type is None:
-        error_type = _STATUS_TYPES.get(status_code, "invalid_request_error" if status_code < 500 else "server_error")
+        error_type = error_type_for(status_code)
     return ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code)).model_dump()
 
 
