@@ -125,8 +125,10 @@ def profiles(manifest: Manifest, dims: Dims) -> dict[str, list[dict[str, ShapeRa
     for mel in dims.bucket_frames:
         enc = encoder_frames(mel, manifest.encoder.subsampling_factor)
         lengths = ShapeRange(*((b,) for b in batch))
-        out[ENCODER].append({"MEL": ShapeRange(*((b, manifest.mel.features, mel) for b in batch)), "MEL_LENGTH": lengths})
-        out[ADAPTER].append({"ENCODED": ShapeRange(*((b, enc, manifest.d_enc) for b in batch)), "ENCODED_LENGTH": lengths})
+        mels = ShapeRange(*((b, manifest.mel.features, mel) for b in batch))
+        encoded = ShapeRange(*((b, enc, manifest.d_enc) for b in batch))
+        out[ENCODER].append({"MEL": mels, "MEL_LENGTH": lengths})
+        out[ADAPTER].append({"ENCODED": encoded, "ENCODED_LENGTH": lengths})
     return out
 
 
@@ -232,7 +234,9 @@ def build_plan(job: PlanJob, workspace_gib: int, tf32: bool) -> None:
     check_io_dtypes(job)
 
 
-_TRT_TO_CONFIG = {"FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64"}
+_TRT_TO_CONFIG = {
+    "FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
+}  # fmt: skip
 
 
 def check_io_dtypes(job: PlanJob) -> None:
@@ -246,7 +250,8 @@ def check_io_dtypes(job: PlanJob) -> None:
         dtype = engine.get_tensor_dtype(name)
         found[name] = _TRT_TO_CONFIG.get(dtype.name, dtype.name)
     if found != PLAN_IO_DTYPES[job.name]:
-        raise TrtBuildError(f"{job.plan.name}: inputs/outputs {found}, the gpu-tier configs expect {PLAN_IO_DTYPES[job.name]}")
+        expected = PLAN_IO_DTYPES[job.name]
+        raise TrtBuildError(f"{job.plan.name}: inputs/outputs {found}, the gpu-tier configs expect {expected}")
 
 
 def run_plan(plan: Path, inputs: Mapping[str, np.ndarray], profile: int = 0) -> dict[str, np.ndarray]:
@@ -322,7 +327,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opt-batch", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=64, help="the gpu tier's max_batch_size")
     parser.add_argument("--bucket-seconds", type=float, nargs="+", default=list(DEFAULT_BUCKET_SECONDS),
-                        help="length buckets, one optimization profile each; the manifest's longest audio is always one")
+                        help="length buckets, one optimization profile each (the longest audio is always one)")
     parser.add_argument("--workspace-gib", type=int, default=8)
     parser.add_argument("--no-tf32", action="store_true", help="exact fp32 matmuls (slower)")
     parser.add_argument("--tolerance", type=float, default=None, help="parity: max relative error (default by precision)")

@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="where trtllm_asr/ and trtllm_base/ go (default: --artifacts)")
     parser.add_argument("--models", nargs="+", choices=(ASR, BASE), default=[ASR, BASE])
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
-                        help="engine dtype (auto: the checkpoint's; the repository fill reads it back for the prompt table)")
+                        help="engine dtype (auto: the checkpoint's); the repository fill reads it back")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--chat-max-input-len", type=int, default=defaults.chat_max_input_len,

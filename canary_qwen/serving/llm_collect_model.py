@@ -37,7 +37,9 @@ class LlmCollectModel:
             batch = int(lengths.as_numpy().shape[0])
             inputs = [tensor for tensor in request.inputs() if tensor.name() != "streaming"]
             inputs.append(pb_utils.Tensor("streaming", np.zeros((batch, 1), dtype=np.bool_)))
-            forward = pb_utils.InferenceRequest(model_name=self._engine, requested_output_names=REQUESTED, inputs=inputs)
+            forward = pb_utils.InferenceRequest(
+                model_name=self._engine, requested_output_names=REQUESTED, inputs=inputs
+            )
             pieces: list[Piece] = []
             for response in await forward.async_exec(decoupled=True):
                 if response.has_error():

@@ -60,7 +60,8 @@ def run_bucketed(
     if not valid:
         return results
     try:
-        for i, out in zip(valid, _run([requests[i] for i in valid], buckets, run, in_axis, out_axis)):  # type: ignore[misc]
+        outputs = _run([requests[i] for i in valid], buckets, run, in_axis, out_axis)  # type: ignore[misc]
+        for i, out in zip(valid, outputs):
             results[i] = out
     except Exception as error:
         if len(valid) == 1:
