@@ -55,6 +55,12 @@ def _realtime(argv: list[str]) -> int:
     return main(argv)
 
 
+def _cues(argv: list[str]) -> int:
+    from bench.cues import main
+
+    return main(argv)
+
+
 # Imported lazily: each command pulls in only what it needs.
 COMMANDS: dict[str, Command] = {
     "run": Command("the full benchmark (default)", _full_run),
@@ -62,6 +68,7 @@ COMMANDS: dict[str, Command] = {
                         "a long session's gateway RSS", _realtime),
     "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", _preprocess),
     "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
+    "cues": Command("SRT cue timing against known utterance boundaries: edge errors, limits, model calls", _cues),
     "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),
     "gpu-corpus": Command("write the corpus's wavs for a machine without espeak-ng (bench gpu)", _gpu_corpus),
 }

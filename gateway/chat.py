@@ -5,6 +5,7 @@ conversation, transcripts in place of the audio, is answered by Qwen3 in LLM mod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -17,12 +18,13 @@ from gateway.protocol import (
     AudioURLPart,
     ChatCompletionRequest,
     ChatMessage,
+    CompletionUsage,
     InputAudioPart,
     TextPart,
 )
 from gateway.settings import Settings
 from gateway.thinking import ThinkingFilter, strip_thinking
-from gateway.transcription import TranscriptionService, check_model
+from gateway.transcription import TranscriptionService, check_model, first_error
 from gateway.triton_client import TokenTally, TritonClient
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 class Answer:
     text: str
     finish_reason: Literal["stop", "length"]
+    usage: CompletionUsage
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,6 @@ def validate_request(request: ChatCompletionRequest, settings: Settings) -> tupl
                               code="unsupported_value")
     if request.top_p not in (None, 1.0):
         raise BadRequestError("top_p must be 1: decoding is greedy", param="top_p", code="unsupported_value")
-    if request.stream_options is not None and request.stream_options.include_usage:
-        raise BadRequestError("usage is not reported by this server", param="stream_options.include_usage",
-                              code="unsupported_value")
     if request.stream_options is not None and not request.stream:
         raise BadRequestError("stream_options needs stream=true", param="stream_options", code="invalid_value")
     limit = settings.model.chat_max_new_tokens
@@ -135,11 +135,24 @@ class ChatService:
 
     async def answer(self, plan: ChatPlan) -> Answer:
         tally = TokenTally()
-        text = "".join([piece async for piece in self._generate(plan, tally)])
+
+        async def generate() -> str:
+            return "".join([piece async for piece in self._generate(plan, tally)])
+
+        try:  # the prompt is counted while the answer is generated
+            async with asyncio.TaskGroup() as group:
+                prompt_tokens = group.create_task(self.prompt_tokens(plan))
+                text = group.create_task(generate())
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
         return Answer(
-            text=text if plan.enable_thinking else strip_thinking(text),
+            text=text.result() if plan.enable_thinking else strip_thinking(text.result()),
             finish_reason=finish_reason(tally, plan),
+            usage=usage(prompt_tokens.result(), tally),
         )
+
+    async def prompt_tokens(self, plan: ChatPlan) -> int:
+        return await self._triton.chat_prompt_tokens(plan.messages, plan.max_new_tokens, plan.enable_thinking)
 
     async def stream(self, plan: ChatPlan, tally: TokenTally) -> AsyncIterator[str]:
         """Visible answer text as it arrives (think blocks filtered unless asked);
@@ -159,6 +172,13 @@ class ChatService:
 
     def _generate(self, plan: ChatPlan, tally: TokenTally) -> AsyncIterator[str]:
         return self._triton.chat(plan.messages, plan.max_new_tokens, plan.enable_thinking, tally)
+
+
+def usage(prompt_tokens: int, tally: TokenTally) -> CompletionUsage:
+    """OpenAI's usage: the generated tokens count without the end token, as OpenAI's do."""
+    return CompletionUsage(
+        prompt_tokens=prompt_tokens, completion_tokens=tally.count, total_tokens=prompt_tokens + tally.count
+    )
 
 
 def finish_reason(tally: TokenTally, plan: ChatPlan) -> Literal["stop", "length"]:

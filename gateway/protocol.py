@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+
 def new_completion_id() -> str:
     """`chatcmpl-...`: one per completion; every chunk of a stream carries the same one."""
     return f"chatcmpl-{uuid.uuid4().hex}"
@@ -77,8 +78,29 @@ class TranscriptionForm(BaseModel):
     temperature: float | None = None
     timestamp_granularities: list[str] = Field(default_factory=list, alias="timestamp_granularities[]")
     include: list[str] = Field(default_factory=list, alias="include[]")
+    # "auto", a JSON object as text, or the object's fields as the SDKs send them
+    # (`chunking_strategy[type]=server_vad`, ...): read by gateway.chunking.
     chunking_strategy: str | None = None
+    chunking_type: str | None = Field(default=None, alias="chunking_strategy[type]")
+    chunking_threshold: str | None = Field(default=None, alias="chunking_strategy[threshold]")
+    chunking_prefix_padding_ms: str | None = Field(default=None, alias="chunking_strategy[prefix_padding_ms]")
+    chunking_silence_duration_ms: str | None = Field(default=None, alias="chunking_strategy[silence_duration_ms]")
     stream: bool = False
+
+
+class ServerVadChunking(BaseModel):
+    """OpenAI's `chunking_strategy` object; absent fields keep the gateway's own cutting."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Literal["server_vad"]
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="speech probability threshold")
+    prefix_padding_ms: int | None = Field(
+        default=None, ge=0, le=10_000, description="audio kept around detected speech at a chunk edge"
+    )
+    silence_duration_ms: int | None = Field(
+        default=None, ge=0, le=10_000, description="a pause at least this long ends a chunk"
+    )
 
 
 class DurationUsage(BaseModel):
@@ -203,6 +225,7 @@ class ChatCompletionRequest(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    refusal: None = None  # required (nullable) in OpenAI's schema; this model never refuses
 
 
 class ChatChoice(BaseModel):
@@ -212,18 +235,27 @@ class ChatChoice(BaseModel):
     logprobs: None = None
 
 
+class CompletionUsage(BaseModel):
+    """Tokens of the Qwen3 prompt (chat template, transcripts in place of audio) and of the answer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class ChatCompletion(BaseModel):
     id: str = Field(default_factory=new_completion_id)
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=unix_time)
     model: str
     choices: list[ChatChoice]
-    # No `usage`: prompt and completion token counts are not reported by the chat ensemble.
+    usage: CompletionUsage
 
 
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    refusal: None = None
 
 
 class ChunkChoice(BaseModel):
@@ -239,6 +271,8 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
+    # Sent (null, then on a last chunk with no choices) only with stream_options.include_usage.
+    usage: CompletionUsage | None = None
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -1,10 +1,104 @@
-"""SRT and WebVTT rendering of transcript segments (pure)."""
+"""Subtitle cues from transcript segments, rendered as SRT and WebVTT (pure).
+
+A cue shows at most `lines` lines of at most `line_chars` characters (2 x 42 by default,
+common subtitle guidelines). Segments arrive already cut to caption size in the audio
+(gateway.audio.cue_cutting: each segment's text is the transcript of exactly its span), so
+a segment is normally one cue. Only a segment whose text still does not fit after its
+audio could be cut no further becomes several consecutive cues inside its span, with the
+span's time shared in proportion to their characters: the one place where times are
+estimated, since the model gives no word timestamps.
+"""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gateway.protocol import TranscriptionSegment
+
+
+@dataclass(frozen=True)
+class CueLayout:
+    line_chars: int = 42
+    lines: int = 2
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Greedy word wrap; a word longer than a line is split across lines."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        while len(word) > width:
+            if current:
+                lines.append(current)
+                current = ""
+            lines.append(word[:width])
+            word = word[width:]
+        if not word:
+            continue
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        lines.append(current)
+    return lines
+
+
+def fits(text: str, layout: CueLayout) -> bool:
+    """Whether `text` fits one cue."""
+    return len(wrap(text, layout.line_chars)) <= layout.lines
+
+
+def _balanced(lines: list[str], width: int) -> list[str]:
+    """Two lines of similar length instead of a full line over a short one."""
+    if len(lines) != 2:
+        return lines
+    words = " ".join(lines).split()
+    best = lines
+    for split in range(1, len(words)):
+        top, bottom = " ".join(words[:split]), " ".join(words[split:])
+        if len(top) <= width and len(bottom) <= width and abs(len(top) - len(bottom)) < abs(
+            len(best[0]) - len(best[1])
+        ):
+            best = [top, bottom]
+    return best
+
+
+def cues_from_segments(segments: Sequence[TranscriptionSegment], layout: CueLayout) -> list[Cue]:
+    cues: list[Cue] = []
+    for segment in segments:
+        lines = wrap(segment.text, layout.line_chars)
+        if not lines:
+            continue
+        groups = [lines[i : i + layout.lines] for i in range(0, len(lines), layout.lines)]
+        if len(groups) == 1:
+            cues.append(Cue(segment.start, segment.end, tuple(_balanced(lines, layout.line_chars))))
+            continue
+        # Overflow: share the span by characters (see the module doc).
+        sizes = [sum(len(line) for line in group) for group in groups]
+        total = sum(sizes)
+        position = segment.start
+        span = segment.end - segment.start
+        for group, size in zip(groups, sizes, strict=True):
+            end = position + span * size / total
+            cues.append(Cue(round(position, 3), round(end, 3), tuple(group)))
+            position = end
+        cues[-1] = Cue(cues[-1].start, segment.end, cues[-1].lines)
+    return cues
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -15,21 +109,22 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def _cue_text(text: str) -> str:
-    # A blank line ends a cue in both formats; keep each cue one block.
-    return " ".join(text.split())
-
-
-def to_srt(segments: Sequence[TranscriptionSegment]) -> str:
+def to_srt(cues: Sequence[Cue]) -> str:
     blocks = [
-        f"{index}\n{_clock(seg.start, ',')} --> {_clock(seg.end, ',')}\n{_cue_text(seg.text)}\n"
-        for index, seg in enumerate(segments, start=1)
+        f"{index}\n{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}\n" + "\n".join(cue.lines) + "\n"
+        for index, cue in enumerate(cues, start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(segments: Sequence[TranscriptionSegment]) -> str:
+def _vtt_text(line: str) -> str:
+    # WebVTT cue text is markup: & and < must be escaped (and so "-->" cannot occur).
+    return html.escape(line, quote=False)
+
+
+def to_vtt(cues: Sequence[Cue]) -> str:
     blocks = [
-        f"{_clock(seg.start, '.')} --> {_clock(seg.end, '.')}\n{_cue_text(seg.text)}\n" for seg in segments
+        f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n" + "\n".join(_vtt_text(l) for l in cue.lines) + "\n"
+        for cue in cues
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

@@ -19,10 +19,13 @@ from starlette.datastructures import FormData
 
 from canary_qwen.mel import SAMPLE_RATE  # the model's input rate (checked at start-up: gateway.model_facts)
 from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
+from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, speech_map, split_cue
+from gateway.chunking import Chunking, chunking_options
 from gateway.errors import BadRequestError, audio_api_error
 from gateway.metrics import GatewayMetrics
-from gateway.protocol import ResponseFormat, TranscriptionForm, TranscriptionSegment
-from gateway.settings import Settings
+from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
+from gateway.settings import CaptionSettings, Settings
+from gateway.subtitles import CueLayout, fits
 from gateway.text_join import DeltaJoiner, join_pieces
 from gateway.triton_client import TritonClient
 
@@ -30,12 +33,20 @@ log = logging.getLogger(__name__)
 
 _ENGLISH = {"en", "english"}
 _STREAMABLE = {ResponseFormat.json, ResponseFormat.text}
+# Formats whose output carries times: cut into caption-sized spans (gateway.audio.cue_cutting).
+TIMED_FORMATS = frozenset({ResponseFormat.verbose_json, ResponseFormat.srt, ResponseFormat.vtt})
+# OpenAI refuses audio under 0.1 s (400 audio_too_short); 1 ms of slack for resampling rounding.
+MIN_AUDIO_S = 0.1
+_MIN_AUDIO_SLACK_S = 0.001
 
 
 @dataclass(frozen=True)
 class PreparedAudio:
     duration_s: float
     pieces: list[Piece]
+    # Timed formats: where the speech is, to cut a cue again when its text is too long.
+    speech: SpeechMap | None = None
+    cue_options: CueCutOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -110,15 +121,22 @@ def validate_form(form: TranscriptionForm, served_model: str) -> None:
         raise BadRequestError(
             f"include {form.include} is not supported (no logprobs)", param="include[]", code="unsupported_value"
         )
-    if form.chunking_strategy not in (None, "auto"):
-        raise BadRequestError(
-            "chunking_strategy must be 'auto': audio is always cut at pauses by voice activity",
-            param="chunking_strategy", code="unsupported_value",
-        )
     if form.stream and form.response_format not in _STREAMABLE:
         raise BadRequestError(
             f"stream=true works with response_format json or text, not {form.response_format.value}",
             param="stream", code="unsupported_value",
+        )
+
+
+def cue_cut_options(captions: CaptionSettings) -> CueCutOptions:
+    return CueCutOptions(max_cue_s=captions.max_cue_s, pause_s=captions.pause_s, min_part_s=captions.min_part_s)
+
+
+def check_min_duration(decoded: DecodedAudio, param: str) -> None:
+    if decoded.duration_s < MIN_AUDIO_S - _MIN_AUDIO_SLACK_S:
+        raise BadRequestError(
+            f"Audio file is too short. Minimum audio length is {MIN_AUDIO_S:g} seconds.",
+            param=param, code="audio_too_short",
         )
 
 
@@ -143,14 +161,31 @@ def segments_from(
     return segments
 
 
+def _map_and_plan(samples: np.ndarray, options: CueCutOptions) -> tuple[SpeechMap, list[Piece]]:
+    speech = speech_map(samples, SAMPLE_RATE, options)
+    return speech, plan_cues(speech, options)
+
+
 class TranscriptionService:
     def __init__(self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics) -> None:
         self._settings = settings
         self._triton = triton
         self._metrics = metrics
+        captions = settings.captions
+        self.cue_layout = CueLayout(line_chars=captions.line_chars, lines=captions.lines)
+        self._cue_options = cue_cut_options(captions)
 
-    async def prepare(self, data: bytes | BinaryIO, *, param: str, route: str) -> PreparedAudio:
-        """Decode (duration capped while decoding) and cut at pauses, in a worker thread."""
+    async def prepare(
+        self,
+        data: bytes | BinaryIO,
+        *,
+        param: str,
+        route: str,
+        timed: bool = False,
+        chunking: ServerVadChunking | None = None,
+    ) -> PreparedAudio:
+        """Decode (duration capped while decoding) and cut at pauses, in a worker thread:
+        into long pieces, or with `timed`, into caption-sized ones trimmed to their speech."""
         limits = self._settings.limits
         try:
             decoded: DecodedAudio = await anyio.to_thread.run_sync(
@@ -158,16 +193,26 @@ class TranscriptionService:
             )
         except AudioError as exc:
             raise audio_api_error(exc, param) from exc
-        pieces: list[Piece] = await anyio.to_thread.run_sync(
-            split_on_pauses, decoded.samples, SAMPLE_RATE, limits.piece_seconds
-        )
+        check_min_duration(decoded, param)
+        options: Chunking = chunking_options(chunking, self._cue_options)
+        speech: SpeechMap | None = None
+        if timed:
+            speech, pieces = await anyio.to_thread.run_sync(_map_and_plan, decoded.samples, options.cues)
+        else:
+            pieces = await anyio.to_thread.run_sync(
+                lambda: split_on_pauses(decoded.samples, SAMPLE_RATE, limits.piece_seconds, options=options.pieces)
+            )
         self._metrics.audio_seconds.labels(route=route).inc(decoded.duration_s)
         self._metrics.pieces.observe(len(pieces))
-        log.info("audio %.2f s in %d piece(s)", decoded.duration_s, len(pieces))
-        return PreparedAudio(duration_s=decoded.duration_s, pieces=pieces)
+        log.info("audio %.2f s in %d %s", decoded.duration_s, len(pieces), "cue(s)" if timed else "piece(s)")
+        return PreparedAudio(
+            duration_s=decoded.duration_s, pieces=pieces, speech=speech, cue_options=options.cues if timed else None
+        )
 
     async def transcribe(self, audio: PreparedAudio) -> Transcript:
         """All pieces concurrently (bounded), texts joined in order."""
+        if audio.speech is not None and audio.cue_options is not None:
+            return await self._transcribe_cues(audio, audio.speech, audio.cue_options)
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
         max_new = self._settings.model.asr_max_new_tokens
@@ -190,6 +235,37 @@ class TranscriptionService:
             text=join_pieces(texts),
             duration_s=audio.duration_s,
             segments=segments_from(audio.pieces, texts, [ids for _, ids in results]),
+        )
+
+    async def _transcribe_cues(self, audio: PreparedAudio, speech: SpeechMap, options: CueCutOptions) -> Transcript:
+        """Every cue concurrently (bounded); a cue whose text does not fit its lines is cut
+        again in the audio and both parts transcribed anew (gateway.audio.cue_cutting)."""
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        max_new = self._settings.model.asr_max_new_tokens
+
+        async def cue(piece: Piece) -> list[tuple[Piece, str, list[int]]]:
+            async with gate:
+                result = await self._triton.transcribe(piece.samples, max_new)
+            parts = None if fits(result.text, self.cue_layout) else split_cue(speech, piece, options)
+            if parts is None:
+                return [(piece, result.text, result.token_ids)]
+            async with asyncio.TaskGroup() as group:
+                halves = [group.create_task(cue(part)) for part in parts]
+            return [item for half in halves for item in half.result()]
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(cue(piece)) for piece in audio.pieces]
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        results = [item for task in tasks for item in task.result()]
+        self._observe_rtf(started, audio.duration_s)
+        texts = [text for _, text, _ in results]
+        return Transcript(
+            text=join_pieces(texts),
+            duration_s=audio.duration_s,
+            segments=segments_from([p for p, _, _ in results], texts, [ids for _, _, ids in results]),
         )
 
     async def stream(self, audio: PreparedAudio) -> AsyncIterator[str]:

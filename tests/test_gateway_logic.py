@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 
 import numpy as np
@@ -15,10 +16,13 @@ from pydantic import SecretStr
 from gateway.audio import Piece
 from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
-from gateway.protocol import ResponseFormat, TranscriptionForm, TranscriptionSegment
+from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
 from gateway.readiness import ReadinessProbe
 from gateway.settings import Settings
-from gateway.subtitles import to_srt, to_vtt
+from gateway.audio import SpeechSegment
+from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, split_cue
+from gateway.chunking import chunking_options, parse_chunking
+from gateway.subtitles import CueLayout, cues_from_segments, fits, to_srt, to_vtt, wrap
 from gateway.text_join import DeltaJoiner, join_pieces
 from gateway.thinking import ThinkingFilter, strip_thinking
 from gateway.transcription import segments_from, validate_form
@@ -78,25 +82,160 @@ def test_thinking_filter_matches_strip_whatever_the_fragmenting(cut: int) -> Non
 # ------------------------------------------------------------------ subtitles
 
 
+LAYOUT = CueLayout(line_chars=42, lines=2)
+
+
+def _segment(start: float, end: float, text: str) -> TranscriptionSegment:
+    return TranscriptionSegment(id=0, seek=0, start=start, end=end, text=text, tokens=[])
+
+
 def _segments() -> list[TranscriptionSegment]:
-    return [
-        TranscriptionSegment(id=0, seek=0, start=0.25, end=3.5, text="First line.", tokens=[]),
-        TranscriptionSegment(id=1, seek=0, start=3661.004, end=3670.0, text="Second\n\nline.", tokens=[]),
-    ]
+    return [_segment(0.25, 3.5, "First line."), _segment(3661.004, 3670.0, "Second\n\nline <b> & more.")]
 
 
 def test_srt_parses_with_srt_package() -> None:
-    subs = list(srt.parse(to_srt(_segments())))
-    assert [s.content for s in subs] == ["First line.", "Second line."]
+    subs = list(srt.parse(to_srt(cues_from_segments(_segments(), LAYOUT))))
+    assert [s.content for s in subs] == ["First line.", "Second line <b> & more."]
     assert subs[0].start.total_seconds() == pytest.approx(0.25)
     assert subs[1].start.total_seconds() == pytest.approx(3661.004)
     assert subs[1].end.total_seconds() == pytest.approx(3670.0)
 
 
-def test_vtt_parses_with_webvtt() -> None:
-    captions = webvtt.from_buffer(io.StringIO(to_vtt(_segments())))
-    assert [c.text for c in captions] == ["First line.", "Second line."]
+def test_vtt_parses_with_webvtt_and_escapes_markup() -> None:
+    body = to_vtt(cues_from_segments(_segments(), LAYOUT))
+    assert "&lt;b&gt; &amp; more" in body
+    captions = webvtt.from_buffer(io.StringIO(body))
+    assert [html.unescape(c.text) for c in captions] == ["First line.", "Second line <b> & more."]
     assert captions[1].start == "01:01:01.004"
+
+
+def test_wrap_keeps_words_and_limits_width() -> None:
+    text = "the quick brown fox jumps over the lazy dog " * 3 + "x" * 50
+    lines = wrap(text, 42)
+    assert all(0 < len(line) <= 42 for line in lines)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert wrap("  ", 42) == []
+
+
+def test_a_cue_holds_two_balanced_lines() -> None:
+    text = "Speech recognition turns spoken language into written text."
+    (cue,) = cues_from_segments([_segment(1.0, 4.0, text)], LAYOUT)
+    assert len(cue.lines) == 2 and all(len(line) <= 42 for line in cue.lines)
+    assert abs(len(cue.lines[0]) - len(cue.lines[1])) <= 10
+    assert cue.text == text and (cue.start, cue.end) == (1.0, 4.0)
+    assert fits(text, LAYOUT) and not fits(text * 2, LAYOUT)
+
+
+def test_overflowing_segment_shares_its_span_by_characters() -> None:
+    text = " ".join(f"word{i}" for i in range(60))
+    cues = cues_from_segments([_segment(10.0, 16.0, text)], LAYOUT)
+    assert len(cues) > 1
+    assert all(len(c.lines) <= 2 and all(len(line) <= 42 for line in c.lines) for c in cues)
+    assert " ".join(c.text for c in cues) == text
+    assert cues[0].start == 10.0 and cues[-1].end == 16.0
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(cues, cues[1:]))
+    for cue in cues:  # time in proportion to characters
+        share = (cue.end - cue.start) / 6.0
+        assert share == pytest.approx(sum(map(len, cue.lines)) / sum(len(line) for c in cues for line in c.lines),
+                                      abs=1e-3)
+
+
+# ------------------------------------------------------------------ caption cue cutting (pure planner)
+
+
+def _speech(spans_s: list[tuple[float, float]], total_s: float, rate: int = 16000) -> SpeechMap:
+    audio = np.zeros(int(total_s * rate), dtype=np.float32)
+    for start, end in spans_s:
+        audio[int(start * rate) : int(end * rate)] = 0.3  # loud where the "speech" is
+    segments = [SpeechSegment(int(a * rate), int(b * rate)) for a, b in spans_s]
+    return SpeechMap(audio=audio, sample_rate=rate, segments=segments)
+
+
+def test_cues_end_at_pauses_and_hold_only_speech() -> None:
+    spans = [(0.5, 2.0), (2.2, 4.0), (5.0, 8.0), (8.3, 11.0), (11.2, 14.5)]
+    speech = _speech(spans, 16.0)
+    cues = plan_cues(speech, CueCutOptions(max_cue_s=7.0, pause_s=0.5))
+    edges = {round(s, 3) for span in spans for s in span}
+    for piece in cues:
+        assert piece.duration_s <= 7.0
+        assert round(piece.start_s, 3) in edges and round(piece.end_s, 3) in edges  # speech edges, not mid-pause
+        assert piece.samples.size == piece.end - piece.start
+    # the 1 s pause at 4.0-5.0 always ends a cue; the 0.2-0.3 s ones only where the window is full
+    assert any(round(p.end_s, 3) == 4.0 for p in cues) and any(round(p.start_s, 3) == 5.0 for p in cues)
+    assert [(round(p.start_s, 3), round(p.end_s, 3)) for p in cues] == [(0.5, 4.0), (5.0, 11.0), (11.2, 14.5)]
+
+
+def test_cue_padding_stays_inside_the_pause() -> None:
+    speech = _speech([(1.0, 2.0), (2.6, 4.0)], 5.0)
+    cues = plan_cues(speech, CueCutOptions(pause_s=0.5, edge_pad_s=0.5))
+    assert [(round(p.start_s, 3), round(p.end_s, 3)) for p in cues] == [(0.5, 2.3), (2.3, 4.5)]
+
+
+def test_split_cue_prefers_an_inner_pause_then_the_quietest_point() -> None:
+    speech = _speech([(0.0, 2.5), (2.8, 6.0)], 6.0)
+    whole = plan_cues(speech, CueCutOptions(pause_s=0.5))[0]
+    left, right = split_cue(speech, whole, CueCutOptions(min_part_s=1.0)) or (None, None)
+    assert left is not None and right is not None
+    assert (round(left.end_s, 3), round(right.start_s, 3)) == (2.5, 2.8)
+    continuous = _speech([(0.0, 6.0)], 6.0)
+    continuous.audio[int(3.9 * 16000) : int(3.92 * 16000)] = 0.0  # a quiet 20 ms in the middle half
+    one = plan_cues(continuous, CueCutOptions())[0]
+    parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
+    assert parts is not None and parts[0].end == parts[1].start
+    assert abs(parts[0].end_s - 3.91) <= 0.02
+    short = plan_cues(_speech([(0.0, 1.5)], 2.0), CueCutOptions())[0]
+    assert split_cue(_speech([(0.0, 1.5)], 2.0), short, CueCutOptions(min_part_s=1.0)) is None
+
+
+# ------------------------------------------------------------------ chunking_strategy
+
+
+def test_chunking_strategy_forms() -> None:
+    assert parse_chunking(_form()) is None
+    assert parse_chunking(_form(chunking_strategy="auto")) is None
+    sdk = parse_chunking(_form(**{"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "0.6",
+                                  "chunking_strategy[silence_duration_ms]": "800"}))
+    as_json = parse_chunking(_form(chunking_strategy='{"type": "server_vad", "threshold": 0.6, '
+                                                     '"silence_duration_ms": 800}'))
+    assert sdk == as_json == ServerVadChunking(type="server_vad", threshold=0.6, silence_duration_ms=800)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"chunking_strategy": "manual"}, "chunking_strategy"),
+        ({"chunking_strategy": "[1, 2]"}, "chunking_strategy"),
+        ({"chunking_strategy": '{"type": "server_vad", "threshold": 3}'}, "chunking_strategy"),
+        ({"chunking_strategy": '{"type": "server_vad", "extra": 1}'}, "chunking_strategy"),
+        ({"chunking_strategy[type]": "client_vad"}, "chunking_strategy[type]"),
+        ({"chunking_strategy[threshold]": "0.5"}, "chunking_strategy[type]"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "nan"},
+         "chunking_strategy[threshold]"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[prefix_padding_ms]": "-1"},
+         "chunking_strategy[prefix_padding_ms]"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "0.5"},
+         "chunking_strategy[silence_duration_ms]"),
+        ({"chunking_strategy": "auto", "chunking_strategy[type]": "server_vad"}, "chunking_strategy"),
+    ],
+)
+def test_bad_chunking_strategy_is_400(fields: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        parse_chunking(_form(**fields))
+    assert info.value.param == param
+    assert "chunking_strategy" in info.value.message
+
+
+def test_server_vad_maps_onto_the_cutting() -> None:
+    defaults = CueCutOptions()
+    same = chunking_options(ServerVadChunking(type="server_vad"), defaults)
+    assert same == chunking_options(None, defaults)
+    tuned = chunking_options(
+        ServerVadChunking(type="server_vad", threshold=0.7, prefix_padding_ms=200, silence_duration_ms=50), defaults
+    )
+    for vad in (tuned.pieces.vad, tuned.cues.vad):
+        assert vad.threshold == 0.7 and vad.neg_threshold == pytest.approx(0.55) and vad.min_silence_s == 0.05
+    assert (tuned.pieces.max_pause_s, tuned.pieces.edge_pad_s) == (0.05, 0.2)
+    assert (tuned.cues.pause_s, tuned.cues.edge_pad_s) == (0.05, 0.2)
 
 
 # ------------------------------------------------------------------ request validation
@@ -112,7 +251,6 @@ def test_vtt_parses_with_webvtt() -> None:
         ({"timestamp_granularities[]": ["word"], "response_format": "verbose_json"}, "timestamp_granularities[]"),
         ({"timestamp_granularities[]": ["segment"], "response_format": "json"}, "timestamp_granularities[]"),
         ({"include[]": ["logprobs"]}, "include[]"),
-        ({"chunking_strategy": "manual"}, "chunking_strategy"),
         ({"stream": True, "response_format": "srt"}, "stream"),
     ],
 )

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.chat import ChatPlan, TokenTally, finish_reason
+from gateway.chat import ChatPlan, ChatService, TokenTally, finish_reason, usage
 from gateway.dependencies import ChatDep, SettingsDep
 from gateway.disconnect import cancel_on_disconnect
 from gateway.errors import INFERENCE_ERROR_RESPONSES
@@ -19,6 +19,7 @@ from gateway.protocol import (
     ChatCompletionRequest,
     ChunkChoice,
     ChunkDelta,
+    CompletionUsage,
     dump,
     new_completion_id,
     unix_time,
@@ -29,22 +30,28 @@ from gateway.streaming import prefetch
 ROUTE = "/v1/chat/completions"
 router = APIRouter(tags=["chat"])
 
+
 async def _chunks(
-    deltas: AsyncIterator[str], model: str, plan: ChatPlan, tally: TokenTally
+    deltas: AsyncIterator[str], model: str, plan: ChatPlan, tally: TokenTally, chat: ChatService,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
-    """Role chunk, content chunks, final chunk with finish_reason ([DONE] added by sse_response)."""
+    """Role chunk, content chunks, final chunk with finish_reason, then with
+    `include_usage` (as OpenAI does) a chunk with no choices and the usage; every other
+    chunk then carries `"usage": null` ([DONE] added by sse_response)."""
     completion_id, created = new_completion_id(), unix_time()  # shared by every chunk
 
-    def chunk(delta: ChunkDelta, finish: str | None = None) -> str:
-        return event(ChatCompletionChunk(
-            id=completion_id, created=created, model=model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
-        ))
+    def chunk(choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> str:
+        body = dump(ChatCompletionChunk(id=completion_id, created=created, model=model, choices=choices, usage=usage))
+        if not include_usage:
+            del body["usage"]
+        return event(body)
 
-    yield chunk(ChunkDelta(role="assistant", content=""))
+    yield chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
     async for text in deltas:
-        yield chunk(ChunkDelta(content=text))
-    yield chunk(ChunkDelta(), finish=finish_reason(tally, plan))
+        yield chunk([ChunkChoice(delta=ChunkDelta(content=text))])
+    yield chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=finish_reason(tally, plan))])
+    if include_usage:
+        yield chunk([], usage(await chat.prompt_tokens(plan), tally))
 
 
 @router.post(ROUTE, responses={
@@ -58,10 +65,12 @@ async def create_chat_completion(
     if body.stream:
         tally = TokenTally()
         deltas = await cancel_on_disconnect(request, prefetch(chat.stream(plan, tally)), timeout)
-        return sse_response(_chunks(deltas, body.model, plan, tally), done_marker=True)
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return sse_response(_chunks(deltas, body.model, plan, tally, chat, include_usage), done_marker=True)
     answer = await cancel_on_disconnect(request, chat.answer(plan), timeout)
     completion = ChatCompletion(
         model=body.model,
         choices=[ChatChoice(message=AssistantMessage(content=answer.text), finish_reason=answer.finish_reason)],
+        usage=answer.usage,
     )
     return JSONResponse(dump(completion))

@@ -14,6 +14,7 @@ from gateway.errors import INFERENCE_ERROR_RESPONSES, PayloadTooLargeError
 from gateway.protocol import (
     DurationUsage,
     ResponseFormat,
+    ServerVadChunking,
     TranscriptionForm,
     TranscriptionResponse,
     TranscriptionVerboseResponse,
@@ -23,8 +24,10 @@ from gateway.protocol import (
 )
 from gateway.sse import event, sse_response
 from gateway.streaming import prefetch
-from gateway.subtitles import to_srt, to_vtt
+from gateway.chunking import parse_chunking
+from gateway.subtitles import CueLayout, cues_from_segments, to_srt, to_vtt
 from gateway.transcription import (
+    TIMED_FORMATS,
     PreparedAudio,
     Transcript,
     TranscriptionService,
@@ -35,7 +38,7 @@ from gateway.transcription import (
 ROUTE = "/v1/audio/transcriptions"
 router = APIRouter(tags=["audio"])
 
-def render(transcript: Transcript, response_format: ResponseFormat) -> Response:
+def render(transcript: Transcript, response_format: ResponseFormat, layout: CueLayout) -> Response:
     usage = DurationUsage(seconds=round(transcript.duration_s, 3))
     match response_format:
         case ResponseFormat.json:
@@ -49,9 +52,10 @@ def render(transcript: Transcript, response_format: ResponseFormat) -> Response:
         case ResponseFormat.text:
             return PlainTextResponse(transcript.text + "\n")
         case ResponseFormat.srt:
-            return PlainTextResponse(to_srt(transcript.segments), media_type="application/x-subrip")
+            return PlainTextResponse(to_srt(cues_from_segments(transcript.segments, layout)),
+                                     media_type="application/x-subrip")
         case ResponseFormat.vtt:
-            return PlainTextResponse(to_vtt(transcript.segments), media_type="text/vtt")
+            return PlainTextResponse(to_vtt(cues_from_segments(transcript.segments, layout)), media_type="text/vtt")
 
 
 async def _events(first: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -77,23 +81,28 @@ async def create_transcription(
 ) -> Response:
     reject_repeated_fields(await request.form())
     validate_form(form, settings.model.id)
+    chunking = parse_chunking(form)
     limit = settings.limits.max_upload_bytes
     if form.file.size is not None and form.file.size > limit:
         raise PayloadTooLargeError(f"file is larger than {limit} bytes", param="file")
     timeout = settings.limits.request_timeout_s
 
     if form.stream:
-        audio = await cancel_on_disconnect(request, _prepare(transcriber, form), timeout)
+        audio = await cancel_on_disconnect(request, _prepare(transcriber, form, chunking), timeout)
         # The first delta is awaited here, so a failing Triton still gets a real HTTP status.
         deltas = await cancel_on_disconnect(request, prefetch(transcriber.stream(audio)), timeout)
         return sse_response(_events(deltas), done_marker=False)
 
     async def work() -> Transcript:
-        return await transcriber.transcribe(await _prepare(transcriber, form))
+        return await transcriber.transcribe(await _prepare(transcriber, form, chunking))
 
     transcript = await cancel_on_disconnect(request, work(), timeout)
-    return render(transcript, form.response_format)
+    return render(transcript, form.response_format, transcriber.cue_layout)
 
 
-async def _prepare(transcriber: TranscriptionService, form: TranscriptionForm) -> PreparedAudio:
-    return await transcriber.prepare(form.file.file, param="file", route=ROUTE)
+async def _prepare(
+    transcriber: TranscriptionService, form: TranscriptionForm, chunking: ServerVadChunking | None
+) -> PreparedAudio:
+    return await transcriber.prepare(
+        form.file.file, param="file", route=ROUTE, timed=form.response_format in TIMED_FORMATS, chunking=chunking
+    )

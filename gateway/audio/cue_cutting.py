@@ -1,0 +1,157 @@
+"""Caption-sized pieces: speech cut at pauses into spans of at most `max_cue_s`, each
+trimmed to the speech it holds.
+
+The model gives no word timestamps, so a transcript cannot be placed inside the audio it
+came from. Caption timing is therefore made honest by cutting first: every cue is its own
+short span of audio, transcribed on its own, so its text is the transcript of exactly the
+span its start and end name. Rules:
+
+1. Cues come from the same pause planner as long pieces (`plan_cuts`), with a window of
+   `max_cue_s` and with every pause of at least `pause_s` ending a cue.
+2. Each cue is trimmed to its detected speech, then tightened to where the sound is: the
+   VAD's segments carry `VadOptions.speech_pad_s` and end a little late (its hysteresis),
+   so within `tighten_s` of each edge, 10 ms blocks quieter than `quiet_db` under the
+   cue's loudest block are dropped, keeping `keep_s` of margin. Then `edge_pad_s` of the
+   surrounding silence is added back, never past the middle of the pause to a neighbour.
+   A cue's start and end are where its speech starts and ends, not the middle of a pause.
+3. A cue whose text turns out too long for two subtitle lines is cut again (`split_cue`)
+   at its longest inner pause, or where none is, at the quietest 20 ms of its middle half,
+   into parts of at least `min_part_s`, and each part is transcribed again.
+
+CPU-bound and blocking (VAD over the whole file): async callers run `speech_map` and
+`plan_cues` in a worker thread; `split_cue` only reads one short cue's samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.audio.cutting import CutOptions, Piece, plan_cuts
+from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, shared_vad
+
+_ENERGY_BLOCK_S = 0.01
+
+
+@dataclass(frozen=True)
+class CueCutOptions:
+    """How caption cues are cut; the defaults follow common subtitle guidelines."""
+
+    vad: VadOptions = field(default_factory=VadOptions)
+    max_cue_s: float = 7.0  # longest cue
+    # A pause between detected speech at least this long ends a cue. Detected speech is
+    # padded, so 0.3 s here is a silence of about 0.5 s in the audio.
+    pause_s: float = 0.3
+    edge_pad_s: float = 0.0  # silence added around the (tightened) speech
+    min_part_s: float = 1.0  # a cue is cut again only into parts at least this long
+    tighten_s: float = 0.3  # how far in from each detected edge quiet audio may be dropped
+    quiet_db: float = 35.0  # blocks this far under the cue's loudest are quiet
+    keep_s: float = 0.05  # margin kept before the first and after the last loud block
+
+
+@dataclass(frozen=True)
+class SpeechMap:
+    """Audio and where its speech is (samples of `audio`)."""
+
+    audio: np.ndarray
+    sample_rate: int
+    segments: list[SpeechSegment]
+
+
+def speech_map(
+    samples: np.ndarray, sample_rate: int, options: CueCutOptions, *, vad: SileroVad | None = None
+) -> SpeechMap:
+    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
+    segments = (vad or shared_vad()).speech_segments(audio, sample_rate, options.vad)
+    return SpeechMap(audio=audio, sample_rate=sample_rate, segments=segments)
+
+
+def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
+    """Cue-sized pieces in order, each trimmed to its speech (module doc, rules 1-2)."""
+    if not speech.segments:
+        return []
+    cut = CutOptions(
+        vad=options.vad,
+        max_pause_s=options.pause_s,
+        edge_pad_s=0.0,
+        fallback_search_s=min(2.0, options.max_cue_s / 2),
+    )
+    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut)
+    trimmed = [
+        _tightened(speech.audio, span, speech.sample_rate, options)
+        for start, end in bounds
+        if (span := _speech_span(speech.segments, start, end)) is not None
+    ]
+    pad = int(options.edge_pad_s * speech.sample_rate)
+    pieces = []
+    for index, (start, end) in enumerate(trimmed):
+        low = 0 if index == 0 else (trimmed[index - 1][1] + start) // 2
+        high = speech.audio.size if index == len(trimmed) - 1 else (end + trimmed[index + 1][0]) // 2
+        pieces.append(_piece(speech, max(low, start - pad), min(high, end + pad)))
+    return pieces
+
+
+def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[Piece, Piece] | None:
+    """`piece` cut in two (module doc, rule 3); None when it is too short to cut."""
+    rate = speech.sample_rate
+    min_part = int(options.min_part_s * rate)
+    if piece.end - piece.start < 2 * min_part:
+        return None
+    earliest, latest = piece.start + min_part, piece.end - min_part
+    inner = [s for s in speech.segments if s.end > piece.start and s.start < piece.end]
+    gaps = [
+        (after.start - before.end, before.end, after.start)
+        for before, after in zip(inner, inner[1:])
+        if earliest <= (before.end + after.start) // 2 <= latest
+    ]
+    if gaps:
+        _, left_end, right_start = max(gaps)
+    else:
+        quarter = (piece.end - piece.start) // 4
+        cut = _quietest_point(speech.audio, max(earliest, piece.start + quarter), min(latest, piece.end - quarter), rate)
+        left_end = right_start = cut
+    left = _tightened(speech.audio, (piece.start, left_end), speech.sample_rate, options)
+    right = _tightened(speech.audio, (right_start, piece.end), speech.sample_rate, options)
+    return _piece(speech, *left), _piece(speech, *right)
+
+
+def _speech_span(segments: list[SpeechSegment], start: int, end: int) -> tuple[int, int] | None:
+    """[start, end) narrowed to the first and last speech inside it; None without speech."""
+    inside = [s for s in segments if s.end > start and s.start < end]
+    if not inside:
+        return None
+    return max(start, inside[0].start), min(end, inside[-1].end)
+
+
+def _tightened(audio: np.ndarray, span: tuple[int, int], sample_rate: int, options: CueCutOptions) -> tuple[int, int]:
+    """`span` without the quiet audio at its edges (module doc, rule 2)."""
+    start, end = span
+    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
+    n_blocks = (end - start) // block
+    if n_blocks < 3:
+        return span
+    energy = np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-options.quiet_db / 10))
+    reach, keep = int(options.tighten_s * sample_rate), int(options.keep_s * sample_rate)
+    first, last = start + int(loud[0]) * block, start + (int(loud[-1]) + 1) * block
+    new_start = max(start, first - keep) if first - start <= reach else start + reach - keep
+    new_end = min(end, last + keep) if end - last <= reach else end - reach + keep
+    return (new_start, new_end) if new_start < new_end else span
+
+
+def _piece(speech: SpeechMap, start: int, end: int) -> Piece:
+    rate = speech.sample_rate
+    return Piece(start_s=start / rate, end_s=end / rate, samples=speech.audio[start:end], start=start, end=end)
+
+
+def _quietest_point(audio: np.ndarray, low: int, high: int, sample_rate: int) -> int:
+    """Sample index in the middle of the lowest-energy 20 ms within [low, high)."""
+    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
+    stretch = audio[low:high]
+    n_blocks = stretch.size // block
+    if n_blocks < 2:
+        return (low + high) // 2
+    energy = np.square(stretch[: n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
+    quietest = int(np.argmin(energy[:-1] + energy[1:]))  # 20 ms windows, 10 ms hop
+    return low + (quietest + 1) * block

@@ -1,0 +1,109 @@
+"""`chunking_strategy` of a transcription request -> how the audio is cut (pure).
+
+OpenAI accepts `"auto"` or `{"type": "server_vad", "threshold", "prefix_padding_ms",
+"silence_duration_ms"}`. The official SDKs send the object as bracketed form fields
+(`chunking_strategy[type]=server_vad`, ...); curl users often send it as JSON text in
+`chunking_strategy`. Both map onto the gateway's own VAD cutting:
+
+- `threshold` -> the VAD's speech threshold (the end-of-speech threshold 0.15 below it,
+  silero's rule);
+- `silence_duration_ms` -> a pause at least this long between detected speech always ends
+  a piece (and a caption cue);
+- `prefix_padding_ms` -> audio kept before and after the detected speech where a piece
+  (or cue) starts or ends at such a pause.
+
+Absent fields keep the gateway's defaults, so `{"type": "server_vad"}` equals `"auto"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from gateway.audio import CutOptions
+from gateway.audio.cue_cutting import CueCutOptions
+from gateway.errors import BadRequestError
+from gateway.protocol import ServerVadChunking, TranscriptionForm
+
+_PARAM = "chunking_strategy"
+_NEG_THRESHOLD_GAP = 0.15  # silero: speech ends below threshold - 0.15
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Cutting options for long pieces (json, text) and for caption cues."""
+
+    pieces: CutOptions
+    cues: CueCutOptions
+
+
+def parse_chunking(form: TranscriptionForm) -> ServerVadChunking | None:
+    """The request's server_vad object, None for `auto`/absent; 400 for anything else."""
+    fields = {
+        "type": form.chunking_type,
+        "threshold": form.chunking_threshold,
+        "prefix_padding_ms": form.chunking_prefix_padding_ms,
+        "silence_duration_ms": form.chunking_silence_duration_ms,
+    }
+    sent = {name: value for name, value in fields.items() if value is not None}
+    raw = form.chunking_strategy
+    if sent and raw is not None:
+        raise BadRequestError(
+            "send chunking_strategy either as one value or as chunking_strategy[...] fields, not both",
+            param=_PARAM, code="invalid_value",
+        )
+    if not sent:
+        if raw is None or raw.strip() == "auto":
+            return None
+        try:
+            decoded = json.loads(raw)
+        except json.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise BadRequestError(
+                "chunking_strategy must be 'auto' or a JSON object "
+                '{"type": "server_vad", "threshold": 0..1, "prefix_padding_ms": ms, "silence_duration_ms": ms}',
+                param=_PARAM, code="invalid_value",
+            )
+        return _validated(decoded, lambda field: _PARAM)
+    return _validated(sent, lambda field: f"{_PARAM}[{field}]" if field in fields else _PARAM)
+
+
+def _validated(values: dict[str, object], param_of: Callable[[str], str]) -> ServerVadChunking:
+    try:
+        return ServerVadChunking.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "type"
+        raise BadRequestError(
+            f"chunking_strategy.{field}: {error['msg']}", param=param_of(field), code="invalid_value"
+        ) from exc
+
+
+def chunking_options(strategy: ServerVadChunking | None, cues: CueCutOptions) -> Chunking:
+    """Cut options for a request: the defaults (`cues` from settings) with the request's overrides."""
+    pieces = CutOptions()
+    if strategy is None:
+        return Chunking(pieces=pieces, cues=cues)
+    vad = pieces.vad
+    if strategy.threshold is not None:
+        vad = dataclasses.replace(
+            vad, threshold=strategy.threshold, neg_threshold=max(0.01, strategy.threshold - _NEG_THRESHOLD_GAP)
+        )
+    piece_changes: dict[str, float] = {}
+    cue_changes: dict[str, float] = {}
+    if strategy.silence_duration_ms is not None:
+        pause_s = strategy.silence_duration_ms / 1000
+        # The VAD must see a pause that short at all: its own shortest pause is min_silence_s.
+        vad = dataclasses.replace(vad, min_silence_s=min(vad.min_silence_s, pause_s))
+        piece_changes["max_pause_s"] = cue_changes["pause_s"] = pause_s
+    if strategy.prefix_padding_ms is not None:
+        piece_changes["edge_pad_s"] = cue_changes["edge_pad_s"] = strategy.prefix_padding_ms / 1000
+    return Chunking(
+        pieces=dataclasses.replace(pieces, vad=vad, **piece_changes),
+        cues=dataclasses.replace(cues, vad=vad, **cue_changes),
+    )
