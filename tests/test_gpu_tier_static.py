@@ -83,8 +83,11 @@ CHOICES = {
 }
 BOOL_VALUES = {"true", "false", "True", "False", "TRUE", "FALSE", "1", "0"}
 
-# Template tensors: name -> (data type, dims, reshape to [], optional). Config tensors must match them
-# exactly, but the prompt table's data type (the engine's, `${prompt_embedding_table_data_type}`).
+# Template tensors: name -> (data type, dims, reshape to [], optional), transcribed for the inputs and
+# outputs this service could send or read (not the speculative-decoding, mrope, retention, guided or
+# timing ones; the 1.0 names: v0.19.0 calls seed / min_tokens random_seed / min_length). A config may
+# declare only these, exactly so, but the prompt table's data type (the engine's,
+# `${prompt_embedding_table_data_type}` in 1.0).
 T = mc.DataType
 _SCALAR = (True, True)  # reshape: { shape: [ ] }, optional
 TRTLLM_INPUTS = {
