@@ -53,6 +53,26 @@ class GatewayMetrics:
             "gateway_triton_errors", "Failed Triton calls by model and gRPC status.",
             ["model", "status"], registry=r,
         )
+        # Per Triton replica (address host:port); series of a replica that is no longer resolved are removed.
+        self.triton_replica_requests = Counter(
+            "gateway_triton_replica_requests", "Triton call attempts by replica, model and outcome "
+            "(ok, a gRPC status, cancelled).", ["replica", "model", "status"], registry=r,
+        )
+        self.triton_replica_latency = Histogram(
+            "gateway_triton_replica_request_duration_seconds", "Latency of Triton call attempts by replica.",
+            ["replica", "model"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.triton_replica_in_flight = Gauge(
+            "gateway_triton_replica_in_flight", "Triton calls in flight by replica.", ["replica"], registry=r
+        )
+        self.triton_replica_ready = Gauge(
+            "gateway_triton_replica_ready", "1 while the replica's last check or call found it ready, else 0.",
+            ["replica"], registry=r,
+        )
+        self.triton_retries = Counter(
+            "gateway_triton_retries", "Calls retried on another replica after UNAVAILABLE, by model.",
+            ["model"], registry=r,
+        )
         self.realtime_sessions_open = Gauge(
             "gateway_realtime_sessions_open", "Realtime transcription sessions open now.", registry=r
         )

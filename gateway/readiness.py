@@ -1,5 +1,6 @@
-"""Readiness: Triton up and every ensemble loaded, cached briefly so probes and
-load balancers polling /health/ready do not hammer Triton."""
+"""Readiness: at least one Triton replica up with every ensemble loaded (the check is
+TritonClient.models_ready over all replicas), cached briefly so probes and load balancers
+polling /health/ready do not hammer Triton."""
 
 from __future__ import annotations
 

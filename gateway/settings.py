@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canary_qwen.manifest import SERVED_MODEL_ID
+from gateway.triton_address import DNS_SCHEME, split_host_port
 
 
 class TritonSettings(BaseModel):
@@ -20,7 +21,22 @@ class TritonSettings(BaseModel):
 
     url: str = Field(
         default="127.0.0.1:8001",
-        description="Triton address as host:port (the gRPC port when protocol is grpc).",
+        description="Triton gRPC address: host:port (one server), or dns:///host:port to spread calls "
+        "round-robin over every address the name resolves to, resolved again every resolve_interval_s "
+        "(a Kubernetes headless Service).",
+    )
+    addresses: list[str] = Field(
+        default_factory=list,
+        description='Static list of Triton replicas as a JSON list of host:port, e.g. '
+        '\'["10.0.0.5:8001","10.0.0.6:8001"]\' (hosts without DNS discovery); when set, url is not used.',
+    )
+    resolve_interval_s: PositiveFloat = Field(
+        default=10.0, description="How often a dns:/// url is resolved again (replicas added and removed), seconds."
+    )
+    health_interval_s: PositiveFloat = Field(
+        default=2.0,
+        description="How often every replica's readiness is checked, seconds; a replica taken out after a "
+        "failed call gets traffic again once a check sees it ready.",
     )
     protocol: Literal["grpc"] = Field(
         default="grpc",
@@ -45,6 +61,19 @@ class TritonSettings(BaseModel):
         default="canary_qwen_stream", description="Decoupled ensemble for streamed transcriptions."
     )
     chat_model: str = Field(default="canary_qwen_chat", description="Decoupled ensemble for chat (LLM mode).")
+
+    @field_validator("url")
+    @classmethod
+    def _valid_target(cls, url: str) -> str:
+        split_host_port(url.removeprefix(DNS_SCHEME))
+        return url
+
+    @field_validator("addresses")
+    @classmethod
+    def _valid_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            split_host_port(address)
+        return addresses
 
 
 class ModelSettings(BaseModel):

@@ -19,19 +19,21 @@ from typing import Any
 import grpc
 import numpy as np
 from tritonclient.grpc import InferInput, InferResult
-from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from canary_qwen.special_tokens import NON_TEXT_IDS
 from gateway.errors import APIError, BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.metrics import GatewayMetrics
 from gateway.settings import TritonSettings
+from gateway.triton_replicas import Replica, ReplicaPool, status_of
 
 log = logging.getLogger(__name__)
 
 # UNAVAILABLE also covers a full Triton queue ("Exceeds maximum queue size").
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.RESOURCE_EXHAUSTED"}
 _RETRY_AFTER = {"Retry-After": "1"}
+# A call refused with this status is tried once more on another replica (a dead or full server).
+_RETRYABLE = "StatusCode.UNAVAILABLE"
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT"}
 # Triton's ensemble prefixes the failing step's message with "in ensemble 'NAME', ".
@@ -51,14 +53,6 @@ class AsrResult:
     token_ids: list[int]
 
 
-def _status_of(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return str(exc.code())
-    if isinstance(exc, InferenceServerException):
-        return str(exc.status() or "")
-    return ""
-
-
 def _message_of(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.details() or ""
@@ -69,7 +63,7 @@ def _message_of(exc: BaseException) -> str:
 
 def to_api_error(exc: BaseException, model: str) -> APIError:
     """Map a Triton/gRPC failure to the error the client sees."""
-    status = _status_of(exc)
+    status = status_of(exc)
     message = _message_of(exc)
     # The python models tag bad input `[code] message` (a stream's error has no status).
     tagged = _INPUT_ERROR_TAG.fullmatch(message)
@@ -134,48 +128,76 @@ def _is_final(result: InferResult) -> bool:
 
 
 class TritonClient:
-    """One gRPC channel to Triton, shared by all requests."""
+    """Calls to Triton over its replicas (gateway.triton_replicas): round-robin, and a call
+    refused as UNAVAILABLE is tried once more on another replica."""
 
     def __init__(self, settings: TritonSettings, metrics: GatewayMetrics) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._client = InferenceServerClient(url=settings.url)
+        self._pool = ReplicaPool(
+            settings, metrics, [settings.asr_model, settings.asr_stream_model, settings.chat_model]
+        )
+
+    @property
+    def pool(self) -> ReplicaPool:
+        return self._pool
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._pool.close()
 
     async def models_ready(self, models: Sequence[str]) -> tuple[bool, str]:
-        """(ready, reason): Triton ready and every model loaded."""
-        timeout = self._settings.connect_timeout_s
-        try:
-            if not await self._client.is_server_ready(client_timeout=timeout):
-                return False, "Triton is not ready"
-            for model in models:
-                if not await self._client.is_model_ready(model, client_timeout=timeout):
-                    return False, f"model {model} is not ready"
-        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
-            return False, f"Triton unreachable: {_status_of(exc) or exc}"
-        return True, "ready"
+        """(ready, reason): at least one replica ready with every model loaded."""
+        return await self._pool.check(models)
 
     async def model_parameters(self, model: str) -> dict[str, str]:
-        """A loaded model's config `parameters` (what the export recorded there, gateway/model_facts.py)."""
-        response = await self._client.get_model_config(model, client_timeout=self._settings.connect_timeout_s)
+        """A loaded model's config `parameters` (what the export recorded there, gateway/model_facts.py),
+        from one replica (all of them serve the same repository)."""
+        replica = await self._replica(model, set())
+        response = await replica.client.get_model_config(model, client_timeout=self._settings.connect_timeout_s)
         return {key: value.string_value for key, value in response.config.parameters.items()}
 
-    async def transcribe(self, samples: np.ndarray, max_new_tokens: int) -> AsrResult:
-        model = self._settings.asr_model
+    async def _replica(self, model: str, tried: set[str]) -> Replica:
+        replica = await self._pool.pick(exclude=tried)
+        if replica is None:
+            self._metrics.triton_errors.labels(model=model, status="no_replica").inc()
+            raise UpstreamUnavailableError("no Triton replica is reachable", headers=_RETRY_AFTER)
+        return replica
+
+    def _retry_elsewhere(self, exc: BaseException, replica: Replica, tried: set[str], model: str) -> bool:
+        """Whether a failed attempt goes to another replica; marks an unavailable one out."""
+        if status_of(exc) != _RETRYABLE:
+            return False
+        self._pool.mark_failed(replica, f"a call failed: {_message_of(exc) or _RETRYABLE}")
+        tried.add(replica.address)
+        if len(tried) > 1 or not any(r.address not in tried for r in self._pool.replicas):
+            return False
+        self._metrics.triton_retries.labels(model=model).inc()
+        log.warning("Triton replica %s unavailable for %s; retrying on another replica", replica.address, model)
+        return True
+
+    def _remaining_s(self, started: float) -> float:
+        """What is left of one call's deadline (a retry does not extend it)."""
+        return max(self._settings.infer_timeout_s - (time.perf_counter() - started), 0.001)
+
+    async def _infer(self, model: str, inputs: list[InferInput]) -> InferResult:
         started = time.perf_counter()
+        tried: set[str] = set()
         try:
-            result = await self._client.infer(
-                model,
-                audio_inputs(samples, max_new_tokens),
-                client_timeout=self._settings.infer_timeout_s,
-            )
-        except (InferenceServerException, grpc.aio.AioRpcError) as exc:
-            self._metrics.triton_errors.labels(model=model, status=_status_of(exc) or "error").inc()
-            raise to_api_error(exc, model) from exc
+            while True:
+                replica = await self._replica(model, tried)
+                try:
+                    with self._pool.track(replica, model):
+                        return await replica.client.infer(model, inputs, client_timeout=self._remaining_s(started))
+                except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+                    if self._retry_elsewhere(exc, replica, tried, model):
+                        continue
+                    self._metrics.triton_errors.labels(model=model, status=status_of(exc) or "error").inc()
+                    raise to_api_error(exc, model) from exc
         finally:
             self._metrics.triton_latency.labels(model=model).observe(time.perf_counter() - started)
+
+    async def transcribe(self, samples: np.ndarray, max_new_tokens: int) -> AsrResult:
+        result = await self._infer(self._settings.asr_model, audio_inputs(samples, max_new_tokens))
         return AsrResult(
             text=text_bytes(result).decode("utf-8", errors="replace"), token_ids=token_ids(result)
         )
@@ -200,7 +222,9 @@ class TritonClient:
         """Text pieces of one decoupled request, decoded incrementally (UTF-8 safe).
 
         One gRPC stream per request: the request side closes after the single
-        request, and Triton ends the stream once the final response is sent.
+        request, and Triton ends the stream once the final response is sent. A stream
+        refused before its first response is retried on another replica; one that has
+        already answered never is (its text may be out to the client).
         """
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -208,25 +232,38 @@ class TritonClient:
 
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         started = time.perf_counter()
-        responses = self._client.stream_infer(requests(), stream_timeout=self._settings.infer_timeout_s)
+        tried: set[str] = set()
+        answered = False
         try:
-            async for result, error in responses:
-                if error is not None:
-                    raise error
-                assert result is not None
-                if tally is not None:  # each streamed response carries only its new tokens
-                    tally.count += len(token_ids(result))
-                text = decoder.decode(text_bytes(result))
-                if text:
-                    yield text
-                if _is_final(result):
-                    break
+            while True:
+                replica = await self._replica(model, tried)
+                responses = replica.client.stream_infer(requests(), stream_timeout=self._remaining_s(started))
+                try:
+                    with self._pool.track(replica, model):
+                        async for result, error in responses:
+                            if error is not None:
+                                raise error
+                            assert result is not None
+                            answered = True
+                            if tally is not None:  # each streamed response carries only its new tokens
+                                tally.count += len(token_ids(result))
+                            text = decoder.decode(text_bytes(result))
+                            if text:
+                                yield text
+                            if _is_final(result):
+                                break
+                except (InferenceServerException, grpc.aio.AioRpcError) as exc:
+                    if not answered and self._retry_elsewhere(exc, replica, tried, model):
+                        continue
+                    raise
+                finally:
+                    responses.cancel()
+                break
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield tail
         except (InferenceServerException, grpc.aio.AioRpcError) as exc:
-            self._metrics.triton_errors.labels(model=model, status=_status_of(exc) or "error").inc()
+            self._metrics.triton_errors.labels(model=model, status=status_of(exc) or "error").inc()
             raise to_api_error(exc, model) from exc
         finally:
-            responses.cancel()
             self._metrics.triton_latency.labels(model=model).observe(time.perf_counter() - started)

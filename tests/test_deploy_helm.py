@@ -129,6 +129,8 @@ def test_kubernetes_validate_rejects_an_invalid_manifest(default: tuple[str, Man
         (["--set", "gateway.settings.AUTH__API_KEYS=k"], "API keys belong in gateway.auth"),
         (["--set", "gateway.settings.AUTH__PROTECT_HEALTH=true"], "probes fail"),
         (["--set", "gateway.settings.PORT=9000"], "set by the chart"),
+        (["--set", "gateway.settings.TRITON__ADDRESSES=[\"a:1\"]"], "set by the chart"),
+        (["--set", "triton.service.type=NodePort"], "Additional property type is not allowed"),
     ],
 )
 def test_bad_values_are_refused(flags: list[str], message: str) -> None:
@@ -178,6 +180,26 @@ def test_triton_ports_match_the_launcher_settings(rendered: tuple[str, Manifests
             TritonSettings.model_validate({field: value})  # a value the launcher accepts
     service = one(manifests, "Service", "triton")
     assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {n: n for n in ports}
+
+
+def test_gateway_spreads_over_every_triton_pod_behind_a_headless_service(rendered: tuple[str, Manifests]) -> None:
+    """One long-lived HTTP/2 connection through a ClusterIP would pin each gateway to one pod:
+    the Service is headless and the gateway resolves it itself (dns:///, re-resolved)."""
+    from gateway.settings import TritonSettings
+    from gateway.triton_address import DNS_SCHEME, split_host_port
+
+    _, manifests = rendered
+    service = one(manifests, "Service", "triton")
+    assert service["spec"]["clusterIP"] == "None" and "type" not in service["spec"]
+    assert not service["spec"].get("publishNotReadyAddresses", False)  # DNS lists ready pods only
+    deployment = one(manifests, "Deployment", "triton")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    url = one(manifests, "ConfigMap", "gateway")["data"]["GATEWAY_TRITON__URL"]
+    assert url.startswith(DNS_SCHEME)
+    host, port = split_host_port(url.removeprefix(DNS_SCHEME))
+    assert host == service["metadata"]["name"]
+    assert port == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert TritonSettings(url=url).url == url  # a target the gateway accepts
 
 
 def test_triton_probes_use_triton_health_endpoints_and_cover_engine_loading(rendered: tuple[str, Manifests]) -> None:
@@ -289,7 +311,7 @@ def test_gateway_settings_reach_real_settings_fields(rendered: tuple[str, Manife
     config = one(manifests, "ConfigMap", "gateway")["data"]
     triton_service = one(manifests, "Service", "triton")
     grpc_port = next(p["port"] for p in triton_service["spec"]["ports"] if p["name"] == "grpc")
-    assert config["GATEWAY_TRITON__URL"] == f"{triton_service['metadata']['name']}:{grpc_port}"
+    assert config["GATEWAY_TRITON__URL"] == f"dns:///{triton_service['metadata']['name']}:{grpc_port}"
     settings = Settings.model_validate(
         _nest({k.removeprefix("GATEWAY_").lower(): v for k, v in config.items()})
     )
