@@ -61,6 +61,10 @@ class TritonSettings(BaseModel):
         default="canary_qwen_stream", description="Decoupled ensemble for streamed transcriptions."
     )
     chat_model: str = Field(default="canary_qwen_chat", description="Decoupled ensemble for chat (LLM mode).")
+    chat_prompt_model: str = Field(
+        default="chat_prompt_builder",
+        description="The chat ensemble's first step, asked for the prompt's token count (chat `usage`).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -220,4 +224,5 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    captions: CaptionSettings = Field(default_factory=CaptionSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)

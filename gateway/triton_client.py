@@ -202,6 +202,18 @@ class TritonClient:
             text=text_bytes(result).decode("utf-8", errors="replace"), token_ids=token_ids(result)
         )
 
+    async def chat_prompt_tokens(
+        self, messages: Sequence[dict[str, str]], max_new_tokens: int, enable_thinking: bool
+    ) -> int:
+        """Tokens of the prompt the chat ensemble builds for these messages, from the
+        ensemble's own first step (same tokenizer and template), for `usage`."""
+        inputs = chat_inputs(messages, max_new_tokens, enable_thinking, False)[:3]  # without STREAM
+        result = await self._infer(self._settings.chat_prompt_model, inputs)
+        lengths = result.as_numpy("input_lengths")
+        if lengths is None or lengths.size != 1:
+            raise UpstreamError(f"{self._settings.chat_prompt_model} returned no input_lengths")
+        return int(lengths.reshape(-1)[0])
+
     def transcribe_stream(self, samples: np.ndarray, max_new_tokens: int) -> AsyncIterator[str]:
         model = self._settings.asr_stream_model
         return self._stream(model, audio_inputs(samples, max_new_tokens))
