@@ -64,34 +64,22 @@ def _captions(driver: WebDriver) -> list[tuple[str, str]]:
             for line in driver.find_elements(By.CSS_SELECTOR, "#captions .caption.final")]
 
 
-def test_microphone_captions_appear(browser: WebDriver, gateway_server: str, request: pytest.FixtureRequest,
-                                    tmp_path: Path) -> None:
+def test_microphone_captions_then_a_file_with_srt_and_vtt(
+    browser: WebDriver, gateway_server: str, utterances: list, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """One page, both panels (the screenshot shows both): live captions, then a dropped file."""
     browser.get(f"{gateway_server}/")  # redirects to /demo
     assert browser.current_url.endswith("/demo")
     browser.find_element(By.ID, "api-key").send_keys(GATEWAY_API_KEY)
     browser.find_element(By.ID, "start").click()
     WebDriverWait(browser, CAPTION_TIMEOUT_S).until(lambda d: len(_captions(d)) >= 2)
-    captions = _captions(browser)
-    for time_range, text in captions:
+    for time_range, text in _captions(browser):
         assert "–" in time_range and text  # "0:00.8–0:02.0" and the transcript (or "(no words)")
     status = browser.find_element(By.ID, "status").text
     assert not status.startswith(("Error", "Disconnected", "No microphone")), status
-    shot = tmp_path / "captions-page.png"
-    browser.save_screenshot(str(shot))
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    docs_copy = request.config.getoption("captions_screenshot")
-    if docs_copy:
-        shutil.copyfile(shot, docs_copy)
     browser.find_element(By.ID, "stop").click()
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "start").is_enabled())
 
-
-def test_file_drop_shows_transcript_and_offers_srt_vtt(browser: WebDriver, gateway_server: str,
-                                                       utterances: list) -> None:
-    browser.get(f"{gateway_server}/demo")
-    key = browser.find_element(By.ID, "api-key")
-    key.clear()
-    key.send_keys(GATEWAY_API_KEY)
     browser.find_element(By.ID, "file").send_keys(str(utterances[1].path))
     WebDriverWait(browser, 120).until(
         lambda d: d.find_element(By.ID, "download-vtt").get_attribute("aria-disabled") == "false"
@@ -107,3 +95,10 @@ def test_file_drop_shows_transcript_and_offers_srt_vtt(browser: WebDriver, gatew
             "fetch(arguments[0]).then((r) => r.text()).then(done);", link.get_attribute("href"))
     assert subtitles["vtt"].startswith("WEBVTT")
     assert "-->" in subtitles["srt"] and "," in subtitles["srt"].split("-->")[0]  # SRT's comma decimals
+
+    shot = tmp_path / "captions-page.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    docs_copy = request.config.getoption("captions_screenshot")
+    if docs_copy:
+        shutil.copyfile(shot, docs_copy)

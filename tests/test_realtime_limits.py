@@ -38,7 +38,7 @@ def limited_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory
         "GATEWAY_REALTIME__IDLE_TIMEOUT_S": str(IDLE_S),
         "GATEWAY_REALTIME__MAX_SESSION_S": str(SESSION_S),
         "GATEWAY_REALTIME__MAX_BUFFERED_AUDIO_S": str(BUFFERED_S),
-        "GATEWAY_REALTIME__MAX_MESSAGE_BYTES": "4096",
+        "GATEWAY_REALTIME__MAX_MESSAGE_BYTES": "16384",
     }
     with run_gateway(env, tmp_path_factory.mktemp("limited") / "gateway.log") as gateway:
         wait_ready(gateway.base_url)
@@ -123,18 +123,18 @@ async def test_audio_faster_than_it_can_be_transcribed_is_bounded(limited_gatewa
         await ws.recv()
         await ws.send(json.dumps(MANUAL))
         await ws.recv()
-        for _ in range(int(BUFFERED_S / 0.1) + 5):  # 0.1 s appends (3.2 kB of base64: under the 4 kB limit)
-            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.1)}))
+        for _ in range(int(BUFFERED_S / 0.25) + 3):  # 0.25 s appends (10.7 kB of base64: under the 16 kB limit)
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
         events, code = await _closed_with(ws, 10)
     assert code == 1008
-    assert events[-1]["error"]["code"] == "buffer_limit_exceeded", events[-1]
+    assert events[-1]["error"]["code"] == "buffer_limit_exceeded", [e["type"] + ":" + str(e.get("error", {}).get("code")) for e in events]
 
 
 async def test_message_over_the_limit_is_refused_but_the_session_goes_on(limited_gateway: GatewayProcess) -> None:
     await _no_session_open(limited_gateway)
     async with connect(_url(limited_gateway)) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.5)}))  # 21 kB
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.5)}))  # 21.4 kB
         event = json.loads(await ws.recv())
         assert (event["type"], event["error"]["code"]) == ("error", "message_too_large")
         await ws.send(json.dumps(MANUAL))
