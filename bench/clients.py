@@ -8,8 +8,8 @@ from tritonclient.grpc import InferInput
 from tritonclient.grpc.aio import InferenceServerClient
 
 from bench.corpus import Clip
+from canary_qwen.manifest import SERVED_MODEL_ID as MODEL_ID
 
-MODEL_ID = "canary-qwen-2.5b"
 ENSEMBLE = "canary_qwen"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from canary_qwen.mel import SAMPLE_RATE
 VOICE = "en-us"
 WORDS_PER_MINUTE = 160
 # 16 utterances, one full wave at concurrency 16: word counts from about 3 s to 30 s of speech.
