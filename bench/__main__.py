@@ -43,8 +43,8 @@ def _gpu(argv: list[str]) -> int:
     return main(argv)
 
 
-def _gpu_corpus(argv: list[str]) -> int:
-    from bench.gpu_corpus import main
+def _gpu_payload(argv: list[str]) -> int:
+    from bench.gpu_payload import main
 
     return main(argv)
 
@@ -70,7 +70,7 @@ COMMANDS: dict[str, Command] = {
     "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
     "cues": Command("SRT cue timing against known utterance boundaries: edge errors, limits, model calls", _cues),
     "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),
-    "gpu-corpus": Command("write the corpus's wavs for a machine without espeak-ng (bench gpu)", _gpu_corpus),
+    "gpu-payload": Command("wheels, tritonserver and corpus for `bench gpu` on a machine without PyPI", _gpu_payload),
 }
 
 

@@ -3,8 +3,8 @@
 On the GPU machine (PyTorch with CUDA, no NeMo, no TensorRT, no package registry; bench/README.md
 says which wheels to carry):
 1. build the random real-size checkpoint, its artifacts and the cpu-tier repository there
-   (bench/gpu_build.py): LLM in PyTorch on a GPU instance, encoder and adapter in plain PyTorch
-   on CUDA;
+   (bench/gpu_build.py): LLM, encoder and adapter in PyTorch on CUDA (a `torch_device` config
+   parameter of the cpu tier's python models);
 2. start tritonserver with the `canary_qwen` ensemble (and the models it composes) only;
 3. drive the ensemble over gRPC at each concurrency (1, 16, 64) with the benchmark corpus:
    RTFx, latency percentiles, tokens, achieved batch sizes and compute time per request of each

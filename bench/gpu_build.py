@@ -4,8 +4,8 @@
     artifacts/         what `export build` writes, except that the encoder and adapter are their
                        plain-PyTorch weight files (canary_qwen/fastconformer.py) instead of ONNX
                        graphs: exporting those needs NeMo, which the GPU machine lacks
-    model_repository/  the cpu-tier repository (`export repository`), LLMs on a GPU instance,
-                       encoder and adapter switched to the `torch` runtime on `device`
+    model_repository/  the cpu-tier repository (`export repository`), its LLMs, encoder and adapter
+                       in PyTorch on `device` (config parameters; the instances stay KIND_CPU)
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from export.tiny import PRESETS
 CHECKPOINT, ARTIFACTS, REPOSITORY = "checkpoint", "artifacts", "model_repository"
 # The python models whose runtime switches to torch, and the config parameter naming their ONNX file.
 TORCH_MODELS = {"encoder": ENCODER_FILE, "adapter": ADAPTER_FILE}
+LLM_MODELS = ("llm", "llm_stream", "llm_base")  # the cpu tier's PyTorch LLMs (model_repository/llm)
 _ONNX_FILE = re.compile(r'parameters\s*\{\s*key:\s*"onnx_file"\s*value\s*\{\s*string_value:\s*"([^"]+)"\s*\}\s*\}')
 
 
@@ -59,9 +60,19 @@ def build_torch_artifacts(checkpoint_dir: Path, out: Path, model_id: str = SERVE
     return manifest
 
 
+def _append_parameters(config_path: Path, params: dict[str, str]) -> None:
+    lines = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in params.items())
+    config = config_path.read_text()
+    config_path.write_text(config.rstrip("\n") + "\n# bench/gpu_build.py: plain PyTorch on the device\n" + lines)
+
+
 def use_torch_runtime(repository: Path, device: str, dtype: str) -> None:
-    """Switch the filled encoder and adapter to the torch runtime: the artifact the fill linked under
-    the config's onnx_file name gets its own name, and the runtime parameters join the config."""
+    """Switch the filled encoder and adapter to the torch runtime on `device`: the artifact the fill
+    linked under the config's onnx_file name gets its own name, and the runtime parameters join the
+    config. The LLMs (KIND_CPU instances) get the same device: no reliance on Triton's GPU instances."""
+    for model in LLM_MODELS:
+        if (repository / model).is_dir():
+            _append_parameters(repository / model / "config.pbtxt", {TORCH_DEVICE: device})
     for model, torch_file in TORCH_MODELS.items():
         config_path = repository / model / "config.pbtxt"
         config = config_path.read_text()
@@ -71,8 +82,7 @@ def use_torch_runtime(repository: Path, device: str, dtype: str) -> None:
         version = repository / model / "1"
         (version / match.group(1)).rename(version / torch_file)
         params = {RUNTIME: TORCH_RUNTIME, TORCH_FILE: torch_file, TORCH_DEVICE: device, TORCH_DTYPE: dtype}
-        lines = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in params.items())
-        config_path.write_text(config.rstrip("\n") + "\n# bench/gpu_build.py: plain-PyTorch modules\n" + lines)
+        _append_parameters(config_path, params)
 
 
 def build_model(
@@ -103,7 +113,7 @@ def build_model(
         paths.artifacts,
         "cpu",
         paths.repository,
-        llm_device="gpu" if device == "cuda" else "cpu",
+        llm_device="cpu",  # KIND_CPU instances; use_torch_runtime gives them `device`
         compute_threads=compute_threads,
         llm_dtype=llm_dtype,
     )

@@ -1,14 +1,13 @@
 """The benchmark corpus (bench/corpus.py) carried to a machine without espeak-ng and sox.
 
-`python -m bench gpu-corpus --out DIR` writes each clip's 16 kHz wav and corpus.json (names,
-texts) here; `load_corpus(DIR)` reads them back as the same Clips there (about 9 MB in all).
+`save_corpus` writes each clip's 16 kHz wav and corpus.json (names, texts) here (`python -m bench
+gpu-payload`); `load_corpus` reads them back as the same Clips there (about 9 MB in all).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from bench.corpus import SAMPLE_RATE, Clip, build_corpus, read_wav
@@ -44,15 +43,3 @@ def corpus(directory: Path | None, cache_dir: Path) -> list[Clip]:
         raise RuntimeError(f"no {INDEX} in {directory} and no espeak-ng: carry the corpus (bench/README.md)")
     return build_corpus(cache_dir)
 
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "--out":
-        print("usage: python -m bench gpu-corpus --out DIR", file=sys.stderr)
-        return 2
-    out = Path(argv[1])
-    clips = build_corpus(out / ".cache")
-    save_corpus(clips, out)
-    shutil.rmtree(out / ".cache", ignore_errors=True)
-    seconds = sum(clip.duration_s for clip in clips)
-    print(f"{len(clips)} clips, {seconds:.0f} s of audio, written to {out}")
-    return 0

@@ -169,7 +169,7 @@ def _header(shapes: dict[str, tuple[int, ...]]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def _write_configs(out: Path, sizes: TinySizes) -> None:
+def write_configs(out: Path, sizes: TinySizes) -> None:
     llm_dir = out / LLM_DIR
     llm_dir.mkdir(exist_ok=True)
     llm = llm_config(sizes)
@@ -191,7 +191,7 @@ def write_checkpoint(out: Path, sizes: TinySizes, seed: int = 0, device: str | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_tokenizer(out)
-    _write_configs(out, sizes)
+    write_configs(out, sizes)
     shapes = expected_tensors(read_spec(out))
     fixed = mel_buffers(preprocessor_config())
     total = sum(math.prod(shape) for shape in shapes.values())
@@ -216,5 +216,5 @@ def parameter_count(sizes: TinySizes) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        _write_configs(Path(tmp), sizes)
+        write_configs(Path(tmp), sizes)
         return sum(math.prod(shape) for shape in expected_tensors(read_spec(Path(tmp))).values())

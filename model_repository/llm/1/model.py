@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from canary_qwen.generation import BatchingEngine, GenerationRequest
 from canary_qwen.serving.llm_request import ResponsePlan, output_arrays, parse_llm_inputs
+from canary_qwen.serving.torch_runner import TORCH_DEVICE
 from canary_qwen.serving.triton_io import error_response, input_array, model_config, model_parameters, ok_response
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class _SenderSink:
         return bool(self._sender.is_cancelled())
 
 
-def _device(kind: str, device_id: str) -> torch.device:
+def _device(kind: str, device_id: str, configured: str = "") -> torch.device:
+    if configured:  # a torch_device parameter, e.g. CUDA from a KIND_CPU instance (bench/gpu_build.py)
+        return torch.device(configured)
     if kind == "GPU" and torch.cuda.is_available():
         return torch.device("cuda", int(device_id))
     return torch.device("cpu")
@@ -79,7 +82,7 @@ class TritonPythonModel:
         params = model_parameters(args)
         config = model_config(args)
         self._decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
-        device = _device(args["model_instance_kind"], args["model_instance_device_id"])
+        device = _device(args["model_instance_kind"], args["model_instance_device_id"], params.get(TORCH_DEVICE, ""))
         if device.type == "cpu" and int(params.get("torch_threads", "0")) > 0:
             torch.set_num_threads(int(params["torch_threads"]))
         llm_dir = Path(args["model_repository"]) / args["model_version"] / params["llm_dir"]
