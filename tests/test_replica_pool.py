@@ -99,3 +99,11 @@ def test_addresses_parse_and_settings_refuse_bad_targets() -> None:
             TritonSettings(url=bad)
     with pytest.raises(ValueError):
         TritonSettings(addresses=["10.0.0.5"])
+
+
+def test_the_real_resolver_lists_every_address_of_a_name() -> None:
+    from gateway.triton_replicas import resolve_addresses
+
+    addresses = asyncio.run(resolve_addresses("localhost", 8001))
+    assert "127.0.0.1:8001" in addresses and addresses == sorted(set(addresses))
+    assert all(split_host_port(a)[1] == 8001 for a in addresses)
