@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,7 @@ PATH = "/v1/realtime?intent=transcription"
 IDLE_S = 1.5
 SESSION_S = 4.0
 BUFFERED_S = 2.0
+QUEUED_EVENTS = 16
 MANUAL = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
     "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}
 
@@ -39,6 +41,7 @@ def limited_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory
         "GATEWAY_REALTIME__MAX_SESSION_S": str(SESSION_S),
         "GATEWAY_REALTIME__MAX_BUFFERED_AUDIO_S": str(BUFFERED_S),
         "GATEWAY_REALTIME__MAX_MESSAGE_BYTES": "16384",
+        "GATEWAY_REALTIME__MAX_QUEUED_EVENTS": str(QUEUED_EVENTS),
     }
     with run_gateway(env, tmp_path_factory.mktemp("limited") / "gateway.log") as gateway:
         wait_ready(gateway.base_url)
@@ -141,3 +144,24 @@ async def test_message_over_the_limit_is_refused_but_the_session_goes_on(limited
         assert json.loads(await ws.recv())["type"] == "session.updated"
     async with httpx.AsyncClient() as http:  # still healthy
         assert (await http.get(f"{limited_gateway.base_url}/health/ready")).status_code == 200
+
+
+async def test_client_that_never_reads_is_closed(limited_gateway: GatewayProcess) -> None:
+    """Server events pile up behind a client that does not read: bounded, then the session ends."""
+    await _no_session_open(limited_gateway)
+    host, port = limited_gateway.base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel buffers little for us
+    update = json.dumps({"type": "transcription_session.update", "session": {}})  # answered with ~500 bytes
+    async with connect(_url(limited_gateway), sock=sock, max_queue=1, close_timeout=1) as ws:
+        try:
+            for _ in range(20000):
+                await ws.send(update)
+        except ConnectionClosed:
+            pass  # closed while we were still sending
+        deadline = time.monotonic() + 20
+        async with httpx.AsyncClient() as http:
+            while 'gateway_realtime_sessions_total{outcome="client_not_reading"}' not in (
+                    await http.get(f"{limited_gateway.base_url}/metrics")).text:
+                assert time.monotonic() < deadline, "the session was not closed"
+                await asyncio.sleep(0.2)
