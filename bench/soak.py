@@ -3,8 +3,8 @@
 A gateway of its own (in front of its own Triton) gets thousands of transcription requests
 on loopback, in phases: one warm-up phase, then `--phases` measured ones. After each phase
 the gateway is idle for a moment and its RSS is read (median of five readings): what it
-keeps between loads. The slope of idle RSS over the measured phases, per 1,000 requests,
-tells a plateau (allocator pools filled once, slope ~0) from a leak (a constant slope).
+keeps between loads. The slope of idle RSS over the measured phases after the first, per
+1,000 requests, tells a plateau (allocator pools filled once, slope ~0) from a leak (a constant slope).
 When the slope passes `--leak-mib-per-1k`, tracemalloc is started in the gateway and two
 more phases show which source lines hold the growing memory.
 
@@ -77,11 +77,13 @@ def idle_rss(pid: int) -> int:
 
 
 def rss_slope_per_1k(phases: Sequence[Phase]) -> float | None:
-    """MiB of idle RSS per 1,000 requests over the measured (non-warm-up, untraced) phases."""
-    measured = [p for p in phases if p.index > 0 and not p.traced]
-    if len(measured) < 2:
+    """MiB of idle RSS per 1,000 requests over the untraced phases after the first measured
+    one (the warm-up and phase 1 fill the allocator's per-thread pools: a plateau rises there
+    once, a leak keeps rising)."""
+    judged = [p for p in phases if p.index > 1 and not p.traced]
+    if len(judged) < 2:
         return None
-    return slope([p.cumulative_requests / 1000 for p in measured], [p.idle_rss_mib for p in measured])
+    return slope([p.cumulative_requests / 1000 for p in judged], [p.idle_rss_mib for p in judged])
 
 
 def top_growers(first: Path, last: Path, limit: int = _TOP_GROWERS) -> list[dict[str, Any]]:
