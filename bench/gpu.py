@@ -73,6 +73,7 @@ class GpuBenchSettings(BaseSettings):
     llm_dtype: str = Field(default="bfloat16", description="LLM dtype.")
     compute_threads: int = Field(default=0, ge=0, description="CPU threads per python model (0: torch's default).")
     concurrency: list[PositiveInt] = Field(default=[1, 16, 64], description="Requests in flight, one phase each.")
+    max_batch: PositiveInt = Field(default=64, description="Every model's batch limit and the LLM's running sequences.")
     corpus_dir: Path | None = Field(default=None, description="A carried corpus (bench/gpu_corpus.py).")
     max_new_tokens: int = Field(
         default=0, ge=0, description="New tokens per request; 0: the clip's transcript length + 1."
@@ -254,6 +255,7 @@ def run(settings: GpuBenchSettings) -> dict[str, Any]:
         torch_dtype=settings.torch_dtype,
         llm_dtype=settings.llm_dtype,
         compute_threads=settings.compute_threads,
+        max_batch=settings.max_batch,
     )
     document["build_s"] = model.seconds
     clips = corpus(settings.corpus_dir, settings.work_dir / "corpus")

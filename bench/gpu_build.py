@@ -85,6 +85,22 @@ def use_torch_runtime(repository: Path, device: str, dtype: str) -> None:
         _append_parameters(config_path, params)
 
 
+_MAX_BATCH = re.compile(r"^max_batch_size: \d+", re.MULTILINE)
+_MAX_QUEUE = re.compile(r"max_queue_size: \d+")
+_RUNNING = re.compile(r'(key: "max_running_requests" value \{ string_value: ")\d+(")')
+
+
+def set_batch_limits(repository: Path, max_batch: int) -> None:
+    """The cpu tier's batch limits (16: sized for a few CPU cores) raised to `max_batch` in every
+    config: Triton's max_batch_size, the queues (4x), the LLM engine's running sequences."""
+    for config_path in sorted(repository.glob("*/config.pbtxt")):
+        config = config_path.read_text()
+        config = _MAX_BATCH.sub(f"max_batch_size: {max_batch}", config)
+        config = _MAX_QUEUE.sub(f"max_queue_size: {4 * max_batch}", config)
+        config = _RUNNING.sub(rf"\g<1>{max_batch}\g<2>", config)
+        config_path.write_text(config)
+
+
 def build_model(
     work_dir: Path,
     preset: str,
@@ -94,6 +110,7 @@ def build_model(
     torch_dtype: str = "bfloat16",
     llm_dtype: str = "bfloat16",
     compute_threads: int = 0,
+    max_batch: int = 64,
 ) -> BuiltModel:
     """Checkpoint, artifacts and repository under `work_dir` (each rebuilt from empty)."""
     if preset not in PRESETS:
@@ -118,5 +135,6 @@ def build_model(
         llm_dtype=llm_dtype,
     )
     use_torch_runtime(paths.repository, device, torch_dtype)
+    set_batch_limits(paths.repository, max_batch)
     paths.seconds["repository"] = round(time.perf_counter() - started, 2)
     return paths

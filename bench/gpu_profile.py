@@ -9,6 +9,7 @@ Each figure is the median of a few timed repeats after one warm-up, synchronized
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +71,8 @@ def profile(
     encoder = load_torch_module(artifacts / ENCODER_FILE, dev, dtype)
     adapter = load_torch_module(artifacts / ADAPTER_FILE, dev, dtype)
     llm = AutoModelForCausalLM.from_pretrained(str(artifacts / manifest.files.llm_asr), dtype=lm_dtype).to(dev).eval()
+    # transformers 5.x renamed `past_key_values` to `cache` (as canary_qwen/generation.py handles).
+    cache_kw = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
     mel_frames = int(round(audio_s * manifest.mel_frames_per_second))
     audio_embeds = manifest.encoder.frames_per_second * audio_s
     prompt_len = len(manifest.asr_prompt_ids) - 1 + int(audio_embeds)
@@ -89,22 +92,22 @@ def profile(
             mask = torch.ones(batch, prompt_len, dtype=torch.long, device=dev)
 
             def prefill() -> Any:
-                return llm(inputs_embeds=embeds, attention_mask=mask, past_key_values=DynamicCache(),
-                           use_cache=True, logits_to_keep=1)  # fmt: skip
+                return llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                           **{cache_kw: DynamicCache()})  # fmt: skip
 
             state: dict[str, Any] = {}
 
             def decode() -> None:
                 first = prefill()
-                cache, step_mask = first.past_key_values, mask
+                cache, step_mask = getattr(first, cache_kw), mask
                 token = first.logits[:, -1].argmax(-1, keepdim=True)
                 started = time.perf_counter()
                 for step in range(DECODE_STEPS):
                     step_mask = torch.cat([step_mask, step_mask.new_ones(batch, 1)], dim=1)
                     positions = torch.full((batch, 1), prompt_len + step, device=dev)
                     result = llm(input_ids=token, attention_mask=step_mask, position_ids=positions,
-                                 past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-                    cache, token = result.past_key_values, result.logits[:, -1].argmax(-1, keepdim=True)
+                                 use_cache=True, logits_to_keep=1, **{cache_kw: cache})  # fmt: skip
+                    cache, token = getattr(result, cache_kw), result.logits[:, -1].argmax(-1, keepdim=True)
                     token.tolist()  # the engine reads each step's tokens back (a sync per step)
                 state["decode_ms"] = (time.perf_counter() - started) * 1000.0 / DECODE_STEPS
 
