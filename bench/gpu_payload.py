@@ -32,6 +32,7 @@ PLATFORMS = ("manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_24_x
 # pybind11 that predates NumPy 2 (it imports numpy.core.multiarray), the GPU image has numpy 2.
 PAYLOAD_WHEELS = (
     "tritonclient==2.73.0",
+    "protobuf==6.33.6",  # tritonclient's generated gRPC code refuses an older protobuf runtime
     "python-rapidjson==1.25",
     "pydantic==2.14.4",
     "pydantic_core==2.50.5",
