@@ -269,3 +269,40 @@ def test_too_few_rounds_give_no_interval_and_no_verdict_of_met() -> None:
     assert keys["batching_gain_c16"] == 2.5 and intervals["batching_gain_c16"] is None
     checks = report.check_targets({**keys, "intervals": intervals}, 16)
     assert checks["batching_gain_c16"]["verdict"] == "undecided" and checks["batching_gain_c16"]["met"] is False
+
+
+def test_soak_slope_tells_a_plateau_from_a_leak() -> None:
+    from bench.soak import Phase, rss_slope_per_1k
+
+    def phases(rss: list[float]) -> list[Phase]:
+        return [Phase(i, 500, 500 * i, 10.0, value) for i, value in enumerate(rss)]
+
+    # Pools fill during warm-up and phase 1, then flat: a plateau, whatever phase 1 did.
+    assert abs(rss_slope_per_1k(phases([150.0, 230.0, 260.0, 261.0, 259.0, 260.5]))) < 2.0  # type: ignore[arg-type]
+    # 10 MiB more after every 500 requests: 20 MiB per 1,000.
+    assert rss_slope_per_1k(phases([150.0, 200.0, 210.0, 220.0, 230.0])) == pytest.approx(20.0)
+    assert rss_slope_per_1k(phases([150.0, 200.0])) is None  # nothing after phase 1 to judge
+
+
+def test_soak_top_growers_name_the_allocating_line(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from bench.soak import top_growers
+
+    kept: list[bytearray] = []
+    tracemalloc.start(1)
+    try:
+        tracemalloc.take_snapshot().dump(str(tmp_path / "first.pickle"))
+        for _ in range(20):
+            kept.append(bytearray(64 * 1024))  # the "leak": 1.25 MiB from this line
+        tracemalloc.take_snapshot().dump(str(tmp_path / "last.pickle"))
+    finally:
+        tracemalloc.stop()
+    growers = top_growers(tmp_path / "first.pickle", tmp_path / "last.pickle")
+    assert growers[0]["where"].endswith(f"test_bench_logic.py:{_line_of('kept.append(bytearray(64 * 1024))')}")
+    assert growers[0]["grew_kib"] >= 20 * 64 and growers[0]["blocks_grew"] >= 20
+
+
+def _line_of(text: str) -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line and "_line_of" not in line)
