@@ -50,7 +50,7 @@ class BenchSettings(BaseSettings):
         description="Concurrencies of the sweep (both arms each); 1 and --concurrency are always added.",
     )
     rounds: PositiveInt = Field(
-        default=8,
+        default=6,
         description="Rounds of the sweep: each runs every level once per arm (one corpus pass), the arms "
         "in ABBA BAAB order, so the shared machine's drifts hit both alike. Intervals resample rounds.",
     )
