@@ -1,4 +1,4 @@
-"""`python -m export {tiny,build,repository,trt,trtllm,all} ...`: each subcommand lives in its own module
+"""`python -m export {tiny,build,repository,trt,trtllm,train,all} ...`: each subcommand lives in its own module
 exposing `add_arguments(parser)` and `run(args) -> int`."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repository": ("export.repository", "artifacts -> filled Triton model repository (cpu or gpu tier)"),
     "trt": ("export.trt", "encoder/adapter ONNX -> TensorRT plans (needs TensorRT and a GPU)"),
     "trtllm": ("export.trtllm", "Qwen3 folders -> TensorRT-LLM engines (needs TensorRT-LLM and a GPU)"),
+    "train": ("export.train.command", "train the demo model on synthetic speech and ship its weights"),
     "all": ("export.all", "tiny -> build -> cpu-tier repository under one directory"),
 }
 

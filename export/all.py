@@ -1,6 +1,7 @@
 """`python -m export all --out DIR`: the embedded model end to end.
 
-    DIR/checkpoint/        tiny checkpoint in the hub layout (`export tiny`)
+    DIR/checkpoint/        the trained demo checkpoint in the hub layout (export/demo.py), or with
+                           `--random` the seeded random tiny one (`export tiny`)
     DIR/artifacts/         its export (`export build`)
     DIR/model_repository/  the filled cpu-tier Triton repository, then `.complete`
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export.build import build_artifacts
+from export.demo import DEMO_RECORD, DemoWeightsError, build_demo
 from export.tiny import build_tiny
 
 COMPLETE_MARKER = ".complete"
@@ -23,7 +25,7 @@ ARTIFACTS = "artifacts"
 REPOSITORY = "model_repository"
 
 
-def build_all(out: Path, seed: int = 0) -> Path:
+def build_all(out: Path, seed: int = 0, random: bool = False) -> Path:
     """Build everything under `out`; returns the repository directory (marked complete)."""
     out.mkdir(parents=True, exist_ok=True)
     repository = out / REPOSITORY
@@ -32,7 +34,10 @@ def build_all(out: Path, seed: int = 0) -> Path:
     for name in (CHECKPOINT, ARTIFACTS, REPOSITORY):
         shutil.rmtree(out / name, ignore_errors=True)
     steps_started = time.monotonic()
-    build_tiny(out / CHECKPOINT, seed=seed)
+    if random or not DEMO_RECORD.exists():  # TEMPORARY until the demo weights are shipped
+        build_tiny(out / CHECKPOINT, seed=seed)
+    else:
+        build_demo(out / CHECKPOINT)
     print(f"[export all] checkpoint: {time.monotonic() - steps_started:.1f}s", file=sys.stderr)
     build_artifacts(out / CHECKPOINT, out / ARTIFACTS)
     print(f"[export all] artifacts: {time.monotonic() - steps_started:.1f}s", file=sys.stderr)
@@ -60,13 +65,16 @@ def _fill_repository() -> Callable[..., object]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for checkpoint/, artifacts/, model_repository/")
-    parser.add_argument("--seed", type=int, default=0, help="tiny checkpoint seed (default 0)")
+    parser.add_argument(
+        "--random", action="store_true", help="the random tiny checkpoint instead of the trained demo model"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random tiny checkpoint seed (default 0, with --random)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        repository = build_all(args.out, args.seed)
-    except MissingStep as exc:
+        repository = build_all(args.out, args.seed, random=args.random)
+    except (MissingStep, DemoWeightsError) as exc:
         print(exc, file=sys.stderr)
         return 3
     print(f"model repository ready at {repository}")

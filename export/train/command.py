@@ -1,0 +1,304 @@
+"""`python -m export train --work DIR [--out export/demo]`: train the demo model and ship it.
+
+Steps, each resumable (a killed run restarts where its last checkpoint left it):
+  1. the seeded checkpoint at DEMO_SIZES (what `export tiny` draws from DEMO_SEED);
+  2. speech shards made in a background process (export/train/dataset.py);
+  3. stage "text", then stage "asr" (export/train/trainer.py), checkpointed every few minutes;
+  4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from canary_qwen.checkpoint import MEL_FB, MEL_WINDOW, WEIGHTS_FILE
+from canary_qwen.mel import LogMel
+from canary_qwen.prompt import asr_messages, asr_prompt_ids
+from canary_qwen.tokenizer import IM_END_ID
+from canary_qwen.wer import word_error_rate
+from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, pack, sha256
+from export.tiny import build_tiny
+from export.train.corpus import load_corpus
+from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
+from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
+from export.train.trainer import (
+    AsrStage,
+    Log,
+    ShardStream,
+    TextStage,
+    TrainConfig,
+    config_json,
+    lr_at,
+    save_state,
+)
+
+EVAL_SENTENCES = 4
+GENERATOR_NICENESS = 9
+
+
+def _seeded(work: Path, seed: int) -> Path:
+    path = work / "seeded"
+    if not (path / WEIGHTS_FILE).is_file():
+        shutil.rmtree(path, ignore_errors=True)
+        build_tiny(path, seed=seed, sizes=DEMO_SIZES)
+    return path
+
+
+def _logmel(checkpoint: Path) -> LogMel:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(checkpoint / WEIGHTS_FILE))
+    return LogMel(tensors[MEL_FB].float().numpy(), tensors[MEL_WINDOW].float().numpy())
+
+
+def _generator(work: Path, seeded: Path, train: list[str], seed: int, shards: int) -> None:
+    torch.set_num_threads(1)
+    os.nice(GENERATOR_NICENESS)  # below the trainer: shards are made ahead of need anyway
+    generate_shards(work / "data", train, _logmel(seeded), seed, 0, shards)
+
+
+def _eval_set(held_out: list[str], seed: int) -> list[tuple[str, str, np.ndarray]]:
+    rng = np.random.default_rng([seed, 5])
+    picks = [held_out[int(i)] for i in rng.choice(len(held_out), EVAL_SENTENCES, replace=False)]
+    out = []
+    for voice in HELD_OUT_VOICES:
+        for text in picks:
+            out.append((voice, text, compose([text], Voice(voice), rng).audio))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: Any, clips: list[tuple[str, str, np.ndarray]]) -> tuple[float, list[str]]:
+    """Greedy transcripts from NeMo's own SALM.generate (full vocabulary), corpus WER."""
+    was_training = model.training
+    model.eval()
+    hyps: list[str] = []
+    for start in range(0, len(clips), 8):
+        chunk = clips[start : start + 8]
+        lengths = torch.tensor([c[2].size for c in chunk])
+        audio = torch.zeros(len(chunk), int(lengths.max()))
+        for i, c in enumerate(chunk):
+            audio[i, : c[2].size] = torch.from_numpy(c[2])
+        # espeak speaks at most about 4 tokens a second: a bound that stops a wrong model early.
+        budget = int(8 + 5 * float(lengths.max()) / SAMPLE_RATE)
+        out = model.generate(
+            prompts=[asr_messages() for _ in chunk], audios=audio, audio_lens=lengths, max_new_tokens=budget, do_sample=False
+        )
+        for row in out.tolist():
+            ids = row[: row.index(IM_END_ID)] if IM_END_ID in row else row
+            hyps.append(model.tokenizer.ids_to_text(ids))
+    model.train(was_training)
+    return word_error_rate([c[1] for c in clips], hyps), hyps
+
+
+def _reinit_llm(model: Any, seed: int) -> None:
+    """Start the LLM from a trainable scale (the seeded draw is tuned for random-output tests)."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = sum(1 for n, _ in model.llm.named_parameters() if n.endswith("o_proj.weight"))
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.zero_()
+            elif p.ndim == 2:
+                std = 1.0 / p.shape[1] ** 0.5
+                if name.endswith(("o_proj.base_layer.weight", "o_proj.weight", "down_proj.weight")):
+                    std /= (2 * layers) ** 0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.work: Path = args.work
+        self.out: Path = args.out
+        self.config = TrainConfig(seed=args.seed)
+        if args.text_steps is not None:
+            self.config.text.steps = args.text_steps
+        if args.asr_steps is not None:
+            self.config.asr.steps = args.asr_steps
+        if args.shards is not None:
+            self.config.shards = args.shards
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.log = Log(self.work / "log.csv")
+        self.timing: dict[str, float] = json.loads((self.work / "timing.json").read_text()) if (self.work / "timing.json").exists() else {}
+
+    def _note_time(self, stage: str, seconds: float) -> None:
+        self.timing[stage] = self.timing.get(stage, 0.0) + seconds
+        (self.work / "timing.json").write_text(json.dumps(self.timing))
+
+    def main(self) -> int:
+        torch.manual_seed(self.config.seed)
+        torch.set_num_threads(2)
+        corpus = load_corpus()
+        seeded = _seeded(self.work, DEMO_SEED)
+        gen = multiprocessing.get_context("spawn").Process(
+            target=_generator, args=(self.work, seeded, list(corpus.train), self.config.seed, self.config.shards), daemon=True
+        )
+        gen.start()
+        from nemo.collections.speechlm2.models import SALM
+
+        model = SALM.from_pretrained(str(seeded))
+        model.train()
+        _reinit_llm(model, self.config.seed)
+        tokenizer = model.tokenizer.tokenizer  # the transformers tokenizer NeMo wraps
+        clips = _eval_set(list(corpus.held_out), self.config.seed)
+        self._text_stage(model, tokenizer, list(corpus.train))
+        corpus_ids = self._corpus_ids(corpus.train)
+        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips)
+        wer, hyps = evaluate(model, clips)
+        print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
+        self._ship(model, seeded, corpus, wer, clips, hyps)
+        gen.join(timeout=1)
+        if gen.is_alive():
+            gen.terminate()
+        return 0
+
+    @staticmethod
+    def _corpus_ids(train: tuple[str, ...]) -> list[int]:
+        encode = Encoder()
+        # Sentences are joined with a space in multi-sentence utterances: count both forms.
+        return [t for s in train for t in encode(s)] + [t for s in train for t in encode(" " + s)]
+
+    def _resume(self, name: str, model: Any, optimizer: torch.optim.Optimizer, extra: list[Any]) -> int:
+        path = self.work / f"state-{name}.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for module, key in extra:
+            module.load_state_dict(state[key]) if hasattr(module, "load_state_dict") else module.data.copy_(state[key])
+        print(f"[train] {name}: resumed at step {state['step']}", file=sys.stderr)
+        return int(state["step"])
+
+    def _text_stage(self, model: Any, tokenizer: Any, train: list[str]) -> None:
+        stage = TextStage(model, tokenizer, train, self.config)
+        cfg = self.config.text
+        optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=0.01)
+        step = self._resume("text", model, optimizer, [(stage.rows, "rows")])
+        last_save, started = time.monotonic(), time.monotonic()
+        while step < cfg.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            out = stage.loss(step)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(stage.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            if step % 10 == 0 or step == cfg.steps:
+                self.log.write(stage="text", step=step, elapsed_s=round(self.timing.get("text", 0) + time.monotonic() - started, 1),
+                               loss=round(float(out["loss"]), 4), ce=round(float(out["ce"]), 4), lr=f"{lr_at(step, cfg):.2e}")
+                print(f"[train] text {step}/{cfg.steps} loss {float(out['loss']):.3f}", file=sys.stderr, flush=True)
+            if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
+                save_state(self.work / "state-text.pt", model, optimizer, {"step": step, "rows": stage.rows.detach()})
+                self._note_time("text", time.monotonic() - started)
+                started = last_save = time.monotonic()
+        stage.finish()
+
+    def _asr_stage(self, model: Any, prompt: list[int], corpus_ids: list[int], clips: list[Any]) -> None:
+        stage = AsrStage(model, prompt, corpus_ids, self.config)
+        cfg = self.config.asr
+        optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
+        step = self._resume("asr", model, optimizer, [(stage.ctc_head, "ctc_head")])
+        stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, self.config.seed).batches()
+        for _ in range(step):
+            next(stream)
+        last_save, started = time.monotonic(), time.monotonic()
+        audio_s = 0.0
+        while step < cfg.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            out = stage.loss(next(stream), step)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(stage.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            audio_s += float(out["audio_s"])
+            wer = ""
+            if step % self.config.eval_every == 0 and step < cfg.steps:  # the last is scored after
+                wer = round(evaluate(model, clips)[0], 4)
+            if step % 10 == 0 or wer != "":
+                elapsed = self.timing.get("asr", 0) + time.monotonic() - started
+                self.log.write(stage="asr", step=step, elapsed_s=round(elapsed, 1), loss=round(float(out["loss"]), 4),
+                               ce=round(float(out["ce"]), 4), ctc=round(float(out["ctc"]), 4), lr=f"{lr_at(step, cfg):.2e}",
+                               audio_s=round(audio_s, 1), wer=wer)
+                print(f"[train] asr {step}/{cfg.steps} loss {float(out['loss']):.3f} ce {float(out['ce']):.3f} "
+                      f"ctc {float(out['ctc']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
+                save_state(self.work / "state-asr.pt", model, optimizer, {"step": step, "ctc_head": stage.ctc_head.state_dict()})
+                self._note_time("asr", time.monotonic() - started)
+                started = last_save = time.monotonic()
+                audio_s = 0.0
+
+    def _ship(self, model: Any, seeded: Path, corpus: Any, wer: float, clips: list[Any], hyps: list[str]) -> None:
+        from safetensors.torch import load_file, save_file
+
+        model.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            trained = load_file(str(Path(tmp) / WEIGHTS_FILE))
+        seeded_state = load_file(str(seeded / WEIGHTS_FILE))
+        packed = pack(trained, seeded_state)
+        self.out.mkdir(parents=True, exist_ok=True)
+        weights = self.out / "weights.safetensors"
+        save_file({k: v.contiguous() for k, v in packed.items()}, str(weights))
+        weights.chmod(0o644)
+        shards = self.config.shards
+        record = {
+            "command": " ".join(["python -m export train", *sys.argv[2:]]),
+            "seed": self.config.seed,
+            "demo_seed": DEMO_SEED,
+            "config": json.loads(config_json(self.config)),
+            "data": {
+                "train_sentences": len(corpus.train),
+                "held_out_sentences": len(corpus.held_out),
+                "utterances": shards * SHARD_SIZE,
+                "held_out_voices": list(HELD_OUT_VOICES),
+            },
+            "wall_time_s": {k: round(v) for k, v in self.timing.items()},
+            "final": self._final_losses(),
+            "held_out_wer_nemo": round(wer, 4),
+            "weights_sha256": sha256(weights),
+            "weights_bytes": weights.stat().st_size,
+        }
+        (self.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        (self.work / "eval.json").write_text(json.dumps([{"voice": c[0], "ref": c[1], "hyp": h} for c, h in zip(clips, hyps)], indent=1))
+        print(f"[train] shipped {weights} ({weights.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+
+    def _final_losses(self) -> dict[str, float]:
+        import csv
+
+        rows = list(csv.DictReader((self.work / "log.csv").open()))
+        out: dict[str, float] = {}
+        for stage in ("text", "asr"):
+            losses = [float(r["ce"]) for r in rows if r["stage"] == stage and r["ce"]][-10:]
+            if losses:
+                out[f"{stage}_ce_last10_mean"] = round(sum(losses) / len(losses), 4)
+        return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work", type=Path, required=True, help="working directory (data, checkpoints, log)")
+    parser.add_argument("--out", type=Path, default=DEMO_DIR, help=f"where to ship the weights (default {DEMO_DIR})")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (data, order, init of trained parts)")
+    parser.add_argument("--text-steps", type=int, default=None, help="steps of the text stage")
+    parser.add_argument("--asr-steps", type=int, default=None, help="steps of the ASR stage")
+    parser.add_argument("--shards", type=int, default=None, help=f"speech shards of {SHARD_SIZE} utterances")
+
+
+def run(args: argparse.Namespace) -> int:
+    return Run(args).main()

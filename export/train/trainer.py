@@ -1,0 +1,363 @@
+"""The two training stages, on NeMo's own SALM modules, in a plain PyTorch loop.
+
+Stage "text" (the real recipe's pretrained LLM, made cheap): the Qwen3 base, LoRA off, learns
+English from the corpus in Qwen3's chat format (repeat / summarise / say something), so LLM mode
+answers in English. Only the embedding rows of tokens the corpus uses are trained; the others keep
+their seeded values (a sampled softmax still shows them as negatives, so they stay unlikely).
+
+Stage "asr" (the real recipe): LLM base and embeddings frozen; the FastConformer encoder, the
+projection and LoRA on q/v learn transcription with the 15-token ASR prompt. The loss scores every
+token of the corpus (plus sampled others) at each target position; an auxiliary CTC head on the
+encoder (dropped after training) speeds up learning the alignment.
+
+Both stages are step-based and draw their data from (seed, step) only, so a run is reproducible
+and a checkpoint resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, chat_prompt_ids
+from canary_qwen.tokenizer import IM_END_ID
+from export.train.dataset import Shard, shard_path
+
+REPEAT_QUESTIONS = (
+    "Repeat the text.",
+    "What was said?",
+    "What does the speaker say?",
+    "Write down what you heard.",
+    "Summarize what was said.",
+    "Summarize this in one sentence.",
+)
+FREE_PROMPTS = ("Say something.", "Tell me a saying.", "Write a sentence.", "Tell me something wise.")
+
+
+@dataclass
+class StageConfig:
+    steps: int
+    peak_lr: float
+    warmup: int
+    batch: int  # sequences (text) or mel frames (asr) per step
+    negatives: int = 2048
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=120, peak_lr=3e-3, warmup=15, batch=24))
+    asr: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=450, peak_lr=2e-3, warmup=40, batch=3200)
+    )
+    ctc_weight: float = 0.3
+    ctc_classes: int = 4096
+    shards: int = 24
+    checkpoint_every_s: float = 300.0
+    eval_every: int = 100
+
+
+def lr_at(step: int, stage: StageConfig) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak."""
+    if step < stage.warmup:
+        return stage.peak_lr * (step + 1) / stage.warmup
+    progress = min(1.0, (step - stage.warmup) / max(1, stage.steps - stage.warmup))
+    return stage.peak_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Log:
+    """One CSV row per logged step; the training curve is drawn from it."""
+
+    FIELDS = ("stage", "step", "elapsed_s", "loss", "ce", "ctc", "lr", "audio_s", "wer")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+
+    def write(self, **row: Any) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage "text"
+
+
+_MARK = "XYZZY"
+
+
+class ChatExamples:
+    """Chat-format training sequences; each template is rendered once by Qwen3's chat template
+    with a marker, and sentences' ids are spliced in (Qwen's split keeps "\n\n" apart)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        mark = self.encode(_MARK)
+        self.templates: dict[tuple[str, bool | None], tuple[list[int], list[int]]] = {}
+        for question in (*REPEAT_QUESTIONS, *FREE_PROMPTS):
+            content = question if question in FREE_PROMPTS else f"{question}\n\n{_MARK}"
+            for thinking in (None, False):
+                ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": content}], enable_thinking=thinking)
+                if question in FREE_PROMPTS:
+                    self.templates[(question, thinking)] = (ids, [])
+                    continue
+                at = next(i for i in range(len(ids)) if ids[i : i + len(mark)] == mark)
+                self.templates[(question, thinking)] = (ids[:at], ids[at + len(mark) :])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def __call__(self, sentence: str, other: str, rng: np.random.Generator) -> list[int]:
+        thinking = None if rng.random() < 0.5 else False
+        if rng.random() < 0.8:
+            question = REPEAT_QUESTIONS[int(rng.integers(len(REPEAT_QUESTIONS)))]
+            head, tail = self.templates[(question, thinking)]
+            sentence_ids = self.encode(sentence)
+            return head + sentence_ids + tail + sentence_ids + [IM_END_ID]
+        head, _ = self.templates[(FREE_PROMPTS[int(rng.integers(len(FREE_PROMPTS)))], thinking)]
+        return head + self.encode(other) + [IM_END_ID]
+
+
+class TextStage:
+    """LoRA off; base weights and the corpus's embedding rows train."""
+
+    def __init__(self, model: Any, tokenizer: Any, corpus: Sequence[str], config: TrainConfig) -> None:
+        self.model, self.corpus, self.config = model, corpus, config
+        self.examples = ChatExamples(tokenizer)
+        used_ids = {t for head, tail in self.examples.templates.values() for t in head + tail}
+        used_ids |= {t for s in corpus for t in self.examples.encode(s)}
+        used = sorted(used_ids | {IM_END_ID})
+        self.used = torch.tensor(used, dtype=torch.long)
+        vocab = model.embed_tokens.weight.shape[0]
+        self.compact = torch.full((vocab,), -1, dtype=torch.long)
+        self.compact[self.used] = torch.arange(len(used))
+        self.unused = torch.tensor(sorted(set(range(vocab)) - set(used)), dtype=torch.long)
+        self.rows = torch.nn.Parameter(model.embed_tokens.weight.detach()[self.used].clone())
+        self.base = [
+            p for n, p in model.llm.named_parameters() if "lora_" not in n and p.requires_grad
+        ]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [self.rows, *self.base]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.config.seed, 2, step])
+        n = len(self.corpus)
+        seqs = [
+            self.examples(self.corpus[int(i)], self.corpus[int(j)], rng)
+            for i, j in rng.integers(n, size=(self.config.text.batch, 2))
+        ]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), -1, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        return ids, ids >= 0
+
+    def loss(self, step: int) -> dict[str, torch.Tensor]:
+        ids, mask = self.batch(step)
+        compact = self.compact[ids.clamp(min=0)]
+        embeds = self.rows[compact]
+        core = self.model.llm.base_model.model.model
+        with self.model.llm.disable_adapter():
+            hidden = core(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
+        h = hidden[:, :-1][mask[:, 1:]]
+        targets = compact[:, 1:][mask[:, 1:]]
+        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        in_batch = torch.unique(targets)
+        extra = torch.randint(len(self.used), (self.config.text.negatives,), generator=rng)
+        cand = torch.unique(torch.cat([in_batch, extra]))
+        neg = self.unused[torch.randint(len(self.unused), (self.config.text.negatives,), generator=rng)]
+        table = torch.cat([self.rows[cand], self.model.embed_tokens.weight.detach()[neg]])
+        where = torch.full((len(self.used),), -1, dtype=torch.long)
+        where[cand] = torch.arange(len(cand))
+        logits = h @ table.T
+        ce = F.cross_entropy(logits, where[targets])
+        return {"loss": ce, "ce": ce}
+
+    def finish(self) -> None:
+        """Write the trained rows back into the (tied) embedding table."""
+        with torch.no_grad():
+            self.model.embed_tokens.weight[self.used] = self.rows.detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage "asr"
+
+
+class ShardStream:
+    """Length-bucketed batches of `frames` mel frames, from shards in a seed-fixed order.
+
+    Chunks of 4 shards are shuffled and bucketed on their own; the shard order of each pass
+    over the data is a permutation drawn from (seed, pass). Waits for shards still being made.
+    """
+
+    CHUNK = 4
+
+    def __init__(self, directory: Path, shards: int, frames: int, seed: int) -> None:
+        self.directory, self.shards, self.frames, self.seed = directory, shards, frames, seed
+
+    def _load(self, index: int) -> Shard:
+        path = shard_path(self.directory, index)
+        while not path.exists():
+            time.sleep(5)
+        return Shard.load(path)
+
+    def batches(self) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        for data_pass in range(1_000_000):
+            # The first pass follows generation order, so training starts on the first shards.
+            order = np.arange(self.shards)
+            if data_pass:
+                order = np.random.default_rng([self.seed, 3, data_pass]).permutation(self.shards)
+            for c in range(0, self.shards, self.CHUNK):
+                chunk = [self._load(int(i)) for i in order[c : c + self.CHUNK]]
+                items = [(s.features(i), s.tokens[i]) for s in chunk for i in range(len(s.lengths))]
+                rng = np.random.default_rng([self.seed, 4, data_pass, c])
+                yield from self._bucket(items, rng)
+
+    def _bucket(self, items: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator) -> Iterator[list[Any]]:
+        perm = rng.permutation(len(items))
+        # Sort within windows of 256 so batches hold similar lengths but stay random.
+        ordered: list[int] = []
+        for w in range(0, len(perm), 256):
+            window = perm[w : w + 256]
+            ordered += sorted(window, key=lambda i: items[i][0].shape[1])
+        batches, current, longest = [], [], 0
+        for i in ordered:
+            n = items[i][0].shape[1]
+            if current and max(longest, n) * (len(current) + 1) > self.frames:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(items[i])
+            longest = max(longest, n)
+        if current:
+            batches.append(current)
+        for b in rng.permutation(len(batches)):
+            yield batches[int(b)]
+
+
+def spec_augment(mel: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    mel = mel.clone()
+    b, features, _ = mel.shape
+    for i in range(b):
+        for _ in range(2):
+            width = int(torch.randint(0, 13, (1,), generator=rng))
+            start = int(torch.randint(0, features - width + 1, (1,), generator=rng))
+            mel[i, start : start + width] = 0
+        n = int(lengths[i])
+        for _ in range(max(1, n // 300)):
+            width = int(torch.randint(0, 21, (1,), generator=rng))
+            start = int(torch.randint(0, max(1, n - width), (1,), generator=rng))
+            mel[i, :, start : start + width] = 0
+    return mel
+
+
+class AsrStage:
+    def __init__(self, model: Any, prompt_ids: Sequence[int], corpus_ids: Sequence[int], config: TrainConfig) -> None:
+        self.model, self.config = model, config
+        self.prompt = torch.tensor(list(prompt_ids), dtype=torch.long)
+        table = model.embed_tokens.weight.detach()
+        self.table = table
+        vocab = table.shape[0]
+        cand = sorted(set(corpus_ids) | {IM_END_ID})
+        self.cand = torch.tensor(cand, dtype=torch.long)
+        self.where = torch.full((vocab,), -1, dtype=torch.long)
+        self.where[self.cand] = torch.arange(len(cand))
+        self.unused = torch.tensor(sorted(set(range(vocab)) - set(cand)), dtype=torch.long)
+        counts = np.bincount(np.asarray(corpus_ids, dtype=np.int64), minlength=vocab)
+        frequent = np.argsort(-counts)[: config.ctc_classes]
+        # CTC classes: 0 blank, 1..K the most frequent tokens, K+1 every other token.
+        self.ctc_class = torch.full((vocab,), config.ctc_classes + 1, dtype=torch.long)
+        self.ctc_class[torch.from_numpy(frequent)] = torch.arange(1, config.ctc_classes + 1)
+        d_enc = model.perception.proj.in_features
+        self.ctc_head = torch.nn.Linear(d_enc, config.ctc_classes + 2)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.trained = [
+            p
+            for n, p in model.named_parameters()
+            if n.startswith(("perception.encoder.", "perception.proj.")) or "lora_" in n
+        ]
+        for p in self.trained:
+            p.requires_grad_(True)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.trained, *self.ctc_head.parameters()]
+
+    def loss(self, items: list[tuple[np.ndarray, np.ndarray]], step: int) -> dict[str, torch.Tensor]:
+        # Dropout off: the data is augmented already, and CPU dropout costs a fifth of a step.
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.eval()
+        rng = torch.Generator().manual_seed(self.config.seed * 7_919 + step)
+        lengths = torch.tensor([m.shape[1] for m, _ in items], dtype=torch.long)
+        mel = torch.zeros(len(items), items[0][0].shape[0], int(lengths.max()))
+        for i, (m, _) in enumerate(items):
+            mel[i, :, : m.shape[1]] = torch.from_numpy(m.astype(np.float32))
+        mel = spec_augment(mel, lengths, rng)
+        encoded, enc_len = self.model.perception.encoder(audio_signal=mel, length=lengths)
+        audio = self.model.perception.proj(encoded.transpose(1, 2))  # identity adapter
+        ctc = self._ctc(encoded.transpose(1, 2), enc_len, [t for _, t in items])
+
+        p = ASR_PLACEHOLDER_INDEX
+        before, after = self.table[self.prompt[:p]], self.table[self.prompt[p + 1 :]]
+        targets = [torch.cat([torch.from_numpy(t.astype(np.int64)), torch.tensor([IM_END_ID])]) for _, t in items]
+        widths = [p + int(enc_len[i]) + len(after) + len(targets[i]) - 1 for i in range(len(items))]
+        d = self.table.shape[1]
+        embeds = torch.zeros(len(items), max(widths), d)
+        mask = torch.zeros(len(items), max(widths), dtype=torch.long)
+        picks, labels = [], []
+        for i, target in enumerate(targets):
+            n = int(enc_len[i])
+            seq = torch.cat([before, audio[i, :n], after, self.table[target[:-1]]])
+            embeds[i, : seq.shape[0]] = seq
+            mask[i, : seq.shape[0]] = 1
+            first = p + n + len(after) - 1  # this position predicts the first target token
+            picks += [(i, first + j) for j in range(len(target))]
+            labels.append(target)
+        hidden = self.model.llm.base_model.model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        rows, cols = zip(*picks)
+        h = hidden[list(rows), list(cols)]
+        label = torch.cat(labels)
+        neg = self.unused[torch.randint(len(self.unused), (self.config.asr.negatives,), generator=rng)]
+        logits = h @ torch.cat([self.table[self.cand], self.table[neg]]).T
+        ce = F.cross_entropy(logits, self.where[label])
+        loss = ce + self.config.ctc_weight * ctc
+        return {"loss": loss, "ce": ce, "ctc": ctc, "audio_s": torch.tensor(float(lengths.sum()) / 100)}
+
+    def _ctc(self, encoded: torch.Tensor, enc_len: torch.Tensor, tokens: list[np.ndarray]) -> torch.Tensor:
+        log_probs = F.log_softmax(self.ctc_head(encoded), dim=-1).transpose(0, 1)
+        labels = [self.ctc_class[torch.from_numpy(t.astype(np.int64))] for t in tokens]
+        return F.ctc_loss(
+            log_probs,
+            torch.cat(labels),
+            enc_len,
+            torch.tensor([len(x) for x in labels]),
+            blank=0,
+            zero_infinity=True,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}, partial)
+    partial.replace(path)
+
+
+def config_json(config: TrainConfig) -> str:
+    return json.dumps(asdict(config), indent=2, sort_keys=True)
