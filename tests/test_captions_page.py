@@ -27,7 +27,7 @@ from tests.fixtures.realtime import SpokenScript
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-CAPTION_TIMEOUT_S = 90  # the first caption: page load, a sentence, its silence, the transcript
+CAPTION_TIMEOUT_S = 240  # the first caption: page load, a sentence, its silence, the transcript
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_microphone_captions_then_a_file_with_srt_and_vtt(
     WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "start").is_enabled())
 
     browser.find_element(By.ID, "file").send_keys(str(utterances[1].path))
-    WebDriverWait(browser, 120).until(
+    WebDriverWait(browser, CAPTION_TIMEOUT_S).until(
         lambda d: d.find_element(By.ID, "download-vtt").get_attribute("aria-disabled") == "false"
         or d.find_element(By.ID, "file-status").text.startswith("Failed"))
     assert not browser.find_element(By.ID, "file-status").text.startswith("Failed")
