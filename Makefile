@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 export MODEL_DIR
 
-.PHONY: help install sysdeps tools model triton gateway serve test bench clean
+.PHONY: help install sysdeps tools model triton gateway serve test bench train clean
 
 help:
 	@echo "make serve   - install, build the embedded model, start Triton + gateway"
@@ -21,6 +21,7 @@ help:
 	@echo "make triton  - start tritonserver on 127.0.0.1 with $(MODEL_DIR)/model_repository"
 	@echo "make gateway - start the HTTP gateway alone (GATEWAY_PORT, default 8080)"
 	@echo "make bench   - run the benchmarks in bench/"
+	@echo "make train   - retrain the shipped demo model (about an hour; not needed by serve/test)"
 
 # torch is pinned to the local CPU wheel first, so nothing later pulls a CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -77,6 +78,15 @@ test: $(STAMP) sysdeps tools
 
 bench: model sysdeps
 	$(PY) -m bench
+	$(PY) -m bench wer
+
+# Retrain the shipped demo model (export/demo/): about an hour on 2 CPU cores, resumable from
+# TRAIN_WORK. Never needed by serve or test, which build from the shipped weights.
+TRAIN_WORK ?= .train
+train: $(STAMP) sysdeps
+	@test -d /usr/share/games/fortunes || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq fortunes >/dev/null; }
+	$(PY) -m export train --work $(TRAIN_WORK)
 
 clean:
 	rm -rf $(MODEL_DIR)

@@ -37,6 +37,12 @@ def _soak(argv: list[str]) -> int:
     return main(argv)
 
 
+def _realtime(argv: list[str]) -> int:
+    from bench.realtime import main
+
+    return main(argv)
+
+
 def _gpu(argv: list[str]) -> int:
     from bench.gpu import main
 
@@ -49,8 +55,8 @@ def _gpu_payload(argv: list[str]) -> int:
     return main(argv)
 
 
-def _realtime(argv: list[str]) -> int:
-    from bench.realtime import main
+def _wer(argv: list[str]) -> int:
+    from bench.wer import main
 
     return main(argv)
 
@@ -64,11 +70,12 @@ def _cues(argv: list[str]) -> int:
 # Imported lazily: each command pulls in only what it needs.
 COMMANDS: dict[str, Command] = {
     "run": Command("the full benchmark (default)", _full_run),
-    "realtime": Command("live-caption sessions over /v1/realtime: turn -> transcript p95 by session count, "
-                        "a long session's gateway RSS", _realtime),
     "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", _preprocess),
     "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
+    "wer": Command("held-out WER through the gateway: voices, stream vs not, a long recording, segment edges", _wer),
     "cues": Command("SRT cue timing against known utterance boundaries: edge errors, limits, model calls", _cues),
+    "realtime": Command("live-caption sessions over /v1/realtime: turn -> transcript p95 by session count, "
+                        "a long session's gateway RSS", _realtime),
     "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),
     "gpu-payload": Command("wheels, tritonserver and corpus for `bench gpu` on a machine without PyPI", _gpu_payload),
 }

@@ -1,0 +1,273 @@
+"""`python -m bench wer`: words through the real stack (Triton + gateway), on the held-out set.
+
+The demo model's held-out sentences (never trained on) are spoken by espeak-ng, clean, and sent to
+the gateway as 16 kHz WAV:
+
+- short clips per voice: the held-out voices (two accents, two voice variants never used in
+  training) and one training voice for reference; WER per voice and over all held-out voices;
+- streaming against non-streaming: the same clips with `stream=true`; the texts must be equal;
+- a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
+  whole transcript (no words lost or repeated where pieces are cut), and every edge of the
+  verbose_json segments and the SRT/VTT cues checked against the known clip spans (an edge
+  inside a clip is inside speech).
+
+Normalisation: canary_qwen.wer (lower case, punctuation dropped). The section goes into
+bench/results/latest.json under "wer". These figures say the pipeline gets words right on
+synthetic speech; they are not Canary-Qwen-2.5B's accuracy on real speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import soundfile
+import srt
+import webvtt
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bench import machine, report
+from bench.clients import MODEL_ID
+from bench.servers import gateway, triton
+from canary_qwen.mel import SAMPLE_RATE
+from canary_qwen.wer import normalize, word_error_rate
+
+log = logging.getLogger("bench.wer")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_VOICE = "en-us"  # a training voice, for comparison
+
+
+class WerSettings(BaseSettings):
+    """`python -m bench wer`: held-out WER through the gateway."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BENCH_WER_",
+        extra="ignore",
+        frozen=True,
+        cli_prog_name="python -m bench wer",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    model_dir: Path = Field(
+        default=_REPO_ROOT / "build",
+        validation_alias=AliasChoices("model_dir", "BENCH_WER_MODEL_DIR", "MODEL_DIR"),
+        description="`make model` output: model_repository/.",
+    )
+    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where latest.json is.")
+    work_dir: Path | None = Field(default=None, description="Logs (default: MODEL_DIR/bench).")
+    sentences: PositiveInt = Field(default=24, description="Held-out sentences per voice for the short clips.")
+    long_minutes: PositiveFloat = Field(default=6.0, description="Length of the long recording.")
+    concurrency: PositiveInt = Field(default=8, description="Requests in flight.")
+    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
+    seed: int = Field(default=3, description="Which sentences and pauses.")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir or self.model_dir / "bench"
+
+
+@dataclass(frozen=True)
+class Clip:
+    voice: str
+    text: str
+    samples: np.ndarray
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def short_clips(settings: WerSettings) -> list[Clip]:
+    from export.train.corpus import load_corpus
+    from export.train.speech import HELD_OUT_VOICES, Voice, speak
+
+    held_out = list(load_corpus().held_out)
+    rng = np.random.default_rng(settings.seed)
+    clips = []
+    for voice in (*HELD_OUT_VOICES, REFERENCE_VOICE):
+        for i in rng.choice(len(held_out), min(settings.sentences, len(held_out)), replace=False):
+            clips.append(Clip(voice, held_out[int(i)], speak(held_out[int(i)], Voice(voice))))
+    return clips
+
+
+@dataclass(frozen=True)
+class LongRecording:
+    samples: np.ndarray
+    text: str
+    spans: list[tuple[float, float]]  # each clip's audible extent, seconds
+
+
+def long_recording(clips: list[Clip], minutes: float, seed: int) -> LongRecording:
+    """Held-out clips (trimmed to their audible extent) in a row with pauses of 0.4-1.5 s."""
+    rng = np.random.default_rng(seed)
+    parts = [np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]
+    at, spans, texts = parts[0].size, [], []
+    pool = [c for c in clips if c.voice != REFERENCE_VOICE]
+    while at < minutes * 60 * SAMPLE_RATE:
+        clip = pool[int(rng.integers(len(pool)))]
+        loud = np.flatnonzero(np.abs(clip.samples) > 0.01)
+        speech = clip.samples[loud[0] : loud[-1] + 1]
+        pause = np.zeros(int(rng.uniform(0.4, 1.5) * SAMPLE_RATE), dtype=np.float32)
+        spans.append((at / SAMPLE_RATE, (at + speech.size) / SAMPLE_RATE))
+        texts.append(clip.text)
+        parts += [speech, pause]
+        at += speech.size + pause.size
+    return LongRecording(np.concatenate(parts), " ".join(texts), spans)
+
+
+def edges_inside_speech(edges: list[float], spans: list[tuple[float, float]]) -> int:
+    """Segment/cue edges that fall strictly inside a clip's speech (not in a pause)."""
+    return sum(any(a < t < b for a, b in spans) for t in edges)
+
+
+async def _transcribe(client: httpx.AsyncClient, wav: bytes, response_format: str = "json") -> str:
+    response = await client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("clip.wav", wav, "audio/wav")},
+        data={"model": MODEL_ID, "response_format": response_format},
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"{response_format}: {response.status_code} {response.text[:300]}")
+    return response.text if response_format != "json" else str(response.json()["text"])
+
+
+async def _transcribe_stream(client: httpx.AsyncClient, wav: bytes) -> str:
+    deltas, done = [], None
+    async with client.stream(
+        "POST", "/v1/audio/transcriptions",
+        files={"file": ("clip.wav", wav, "audio/wav")},
+        data={"model": MODEL_ID, "stream": "true"},
+    ) as response:  # fmt: skip
+        if response.status_code != 200:
+            raise RuntimeError(f"stream: {response.status_code} {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("type") == "transcript.text.delta":
+                deltas.append(event["delta"])
+            elif event.get("type") == "transcript.text.done":
+                done = event["text"]
+    if done is None:
+        raise RuntimeError("stream ended without transcript.text.done")
+    if "".join(deltas) != done:
+        raise RuntimeError("stream deltas do not join to the final text")
+    return str(done)
+
+
+async def _measure(base_url: str, clips: list[Clip], long: LongRecording, concurrency: int) -> dict[str, Any]:
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=1800.0) as client:
+
+        async def both(clip: Clip) -> tuple[str, str]:
+            async with limit:
+                wav = wav_bytes(clip.samples)
+                return await _transcribe(client, wav), await _transcribe_stream(client, wav)
+
+        pairs = await asyncio.gather(*(both(c) for c in clips))
+        long_wav = wav_bytes(long.samples)
+        verbose = json.loads(await _transcribe(client, long_wav, "verbose_json"))
+        srt_body = await _transcribe(client, long_wav, "srt")
+        vtt_body = await _transcribe(client, long_wav, "vtt")
+    return {"pairs": pairs, "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+
+
+def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) -> dict[str, Any]:
+    """Pure: WER per voice, stream equality, long-recording WER and edge checks."""
+    from export.train.speech import HELD_OUT_VOICES
+
+    texts = [p[0] for p in measured["pairs"]]
+    streamed = [p[1] for p in measured["pairs"]]
+    per_voice = {}
+    for voice in (*HELD_OUT_VOICES, REFERENCE_VOICE):
+        idx = [i for i, c in enumerate(clips) if c.voice == voice]
+        per_voice[voice] = round(word_error_rate([clips[i].text for i in idx], [texts[i] for i in idx]), 4)
+    held = [i for i, c in enumerate(clips) if c.voice != REFERENCE_VOICE]
+    short_wer = word_error_rate([clips[i].text for i in held], [texts[i] for i in held])
+    verbose = measured["verbose"]
+    long_wer = word_error_rate([long.text], [verbose["text"]])
+    segment_edges = [t for s in verbose.get("segments", []) for t in (s["start"], s["end"])]
+    srt_edges = [t for c in srt.parse(measured["srt"]) for t in (c.start.total_seconds(), c.end.total_seconds())]
+    vtt_edges = [
+        t for c in webvtt.from_buffer(io.StringIO(measured["vtt"])) for t in (c.start_in_seconds, c.end_in_seconds)
+    ]
+    mismatched = [i for i in range(len(clips)) if texts[i].strip() != streamed[i].strip()]
+    return {
+        "short_wer_held_out_voices": round(short_wer, 4),
+        "short_wer_by_voice": per_voice,
+        "short_clips": len(clips),
+        "stream_equals_nonstream": len(clips) - len(mismatched),
+        "stream_mismatches": [{"voice": clips[i].voice, "text": texts[i], "streamed": streamed[i]} for i in mismatched[:5]],
+        "long_audio_s": round(long.samples.size / SAMPLE_RATE, 1),
+        "long_wer": round(long_wer, 4),
+        "long_minus_short_wer_points": round(100 * (long_wer - short_wer), 2),
+        "long_reference_words": len(normalize(long.text).split()),
+        "long_hypothesis_words": len(normalize(verbose["text"]).split()),
+        "segments": len(verbose.get("segments", [])),
+        "segment_edges_inside_speech": edges_inside_speech(segment_edges, long.spans),
+        "srt_cues": len(srt_edges) // 2,
+        "srt_edges_inside_speech": edges_inside_speech(srt_edges, long.spans),
+        "vtt_edges_inside_speech": edges_inside_speech(vtt_edges, long.spans),
+        "examples": [{"voice": clips[i].voice, "ref": clips[i].text, "hyp": texts[i]} for i in held[:: max(1, len(held) // 6)]],
+    }
+
+
+def targets() -> list[report.Target]:
+    return [
+        report.Target("short_wer_held_out_voices", "<=", 0.05),
+        report.Target("long_minus_short_wer_points", "<=", 1.0),
+        report.Target("segment_edges_inside_speech", "<=", 0),
+        report.Target("srt_edges_inside_speech", "<=", 0),
+        report.Target("vtt_edges_inside_speech", "<=", 0),
+    ]
+
+
+def run(settings: WerSettings) -> dict[str, Any]:
+    clips = short_clips(settings)
+    long = long_recording(clips, settings.long_minutes, settings.seed)
+    log.info("wer: %d short clips, a %.0f s recording", len(clips), long.samples.size / SAMPLE_RATE)
+    work = settings.cache_dir
+    repository = settings.model_dir / "model_repository"
+    with triton(repository, work / "logs" / "wer-tritonserver.log", settings.ready_timeout_s) as server:
+        env = {"GATEWAY_TRITON__URL": server.grpc_url, "GATEWAY_LOG_LEVEL": "warning"}
+        with gateway(env, work / "logs" / "wer-gateway.log") as gw:
+            measured = asyncio.run(_measure(gw.base_url, clips, long, settings.concurrency))
+    section = figures(clips, long, measured)
+    section["stream_equals_nonstream_all"] = section["stream_equals_nonstream"] == len(clips)
+    section["normalisation"] = "canary_qwen.wer.normalize: lower case, punctuation dropped"
+    section["targets"] = {}
+    for target in targets():
+        met = target.met(section.get(target.key))
+        section["targets"][target.key] = {"target": str(target), "measured": section.get(target.key),
+                                          "met": met, "verdict": None if met is None else "met" if met else "missed"}
+    return section
+
+
+def main(argv: list[str]) -> int:
+    settings = WerSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
+    if not (settings.model_dir / "model_repository").is_dir():
+        print(f"no model repository under {settings.model_dir}: run `make model` first")
+        return 2
+    now = dt.datetime.now(dt.timezone.utc)
+    section = run(settings)
+    latest_path = settings.results_dir / "latest.json"
+    document = json.loads(latest_path.read_text()) if latest_path.exists() else machine.describe(now)
+    document["wer"] = {**section, "date": now.isoformat(timespec="seconds"), "commit": machine.git("rev-parse", "HEAD")}
+    latest, copy = report.write(document, settings.results_dir, f"wer-{now:%Y%m%dT%H%M%SZ}.json")
+    keys = [k for k in section if k not in ("targets", "examples", "stream_mismatches", "short_wer_by_voice", "normalisation")]
+    print(report.table(section, keys))
+    print(json.dumps(section["short_wer_by_voice"], indent=1))
+    print(f"\nwritten: {latest} (section \"wer\") and {copy}")
+    return 0
