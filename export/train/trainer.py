@@ -56,15 +56,15 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    text: StageConfig = field(default_factory=lambda: StageConfig(steps=120, peak_lr=3e-3, warmup=15, batch=24))
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=1200, peak_lr=3e-3, warmup=40, batch=24))
     asr: StageConfig = field(
-        default_factory=lambda: StageConfig(steps=450, peak_lr=2e-3, warmup=40, batch=3200)
+        default_factory=lambda: StageConfig(steps=2400, peak_lr=2e-3, warmup=60, batch=3200)
     )
     ctc_weight: float = 0.3
     ctc_classes: int = 4096
-    shards: int = 24
+    shards: int = 40
     checkpoint_every_s: float = 300.0
-    eval_every: int = 100
+    eval_every: int = 400
 
 
 def lr_at(step: int, stage: StageConfig) -> float:
@@ -199,11 +199,11 @@ class TextStage:
 class ShardStream:
     """Length-bucketed batches of `frames` mel frames, from shards in a seed-fixed order.
 
-    Chunks of 4 shards are shuffled and bucketed on their own; the shard order of each pass
+    Each shard is shuffled and bucketed on their own; the shard order of each pass
     over the data is a permutation drawn from (seed, pass). Waits for shards still being made.
     """
 
-    CHUNK = 4
+    CHUNK = 1
 
     def __init__(self, directory: Path, shards: int, frames: int, seed: int) -> None:
         self.directory, self.shards, self.frames, self.seed = directory, shards, frames, seed
