@@ -7,8 +7,8 @@ latencies are measured on the client:
   ended) to its `...transcription.completed`: what the service adds;
 - speech -> transcript: from the moment the last audio of the utterance was sent, which also
   holds the `silence_duration_ms` the VAD waits before it may decide.
-Session counts are stepped up until the turn -> transcript p95 passes `--p95-limit-ms`; the
-largest count under it is "the most sessions held".
+Every count in `--sessions` is run; the largest one whose turn -> transcript p95 stays under
+`--p95-limit-ms` (error-free) is "the most sessions held".
 
 Memory: one more session streams for `--memory-minutes` (30 by default; the CI test runs a
 few seconds of it) while the gateway's RSS is sampled; the slope over the second half and the
@@ -36,6 +36,7 @@ import numpy as np
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from bench import machine, report
 from bench.corpus import SAMPLE_RATE, build_corpus
@@ -169,26 +170,32 @@ async def stream_session(url: str, headers: dict[str, str], stream: Stream, sile
     update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
         "format": {"type": "audio/pcm", "rate": WIRE_RATE},
         "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}}}
-    async with connect(url, additional_headers=headers, max_size=None) as ws:
+    # No keepalive pings: the appends every 100 ms are the liveness (a starved gateway could miss
+    # a ping deadline and the client would drop a session the service still holds).
+    async with connect(url, additional_headers=headers, max_size=None, ping_interval=None) as ws:
         json.loads(await ws.recv())  # session.created
         await ws.send(json.dumps(update))
         json.loads(await ws.recv())  # session.updated
         reader = asyncio.create_task(read(ws))
         started = time.monotonic()
-        for index, chunk in enumerate(stream.chunks):
-            delay = started + index * stream.chunk_ms / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent_at.append(time.monotonic())
-            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-        sending = False
-        if result.utterances + len(result.errors) >= len(committed):
-            done.set()
         try:
+            for index, chunk in enumerate(stream.chunks):
+                delay = started + index * stream.chunk_ms / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent_at.append(time.monotonic())
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            sending = False
+            if result.utterances + len(result.errors) >= len(committed):
+                done.set()
             await asyncio.wait_for(done.wait(), _DRAIN_TIMEOUT_S)
         except TimeoutError:
             result.errors.append("timed out waiting for transcripts")
-        reader.cancel()
+        except ConnectionClosed as closed:  # counted, not fatal: the figures say what happened
+            result.errors.append(f"connection closed: {closed}")
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
     return result
 
 
@@ -294,8 +301,6 @@ async def _phases(settings: RealtimeBenchSettings, base_url: str, pid: int, clip
         step = await run_sessions(url, {}, clips, count, settings)
         log.info("realtime: %s", step)
         steps.append(step)
-        if step.get("turn_to_transcript_ms_p95", float("inf")) > settings.p95_limit_ms * 2:
-            break  # far past the limit: more sessions only queue longer
     memory = None
     if settings.memory_minutes > 0:
         log.info("realtime: one session for %.1f min, gateway RSS every %.0f s", settings.memory_minutes,

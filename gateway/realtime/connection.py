@@ -162,7 +162,6 @@ class _Connection:
         self.jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self.pending_samples = 0  # committed, not yet transcribed
         self.gate = asyncio.Semaphore(self.limits.utterance_concurrency)
-        self.started = time.monotonic()
 
     def send(self, event: Event) -> None:
         if event["type"] == "error":
