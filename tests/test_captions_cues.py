@@ -3,9 +3,10 @@ speech boundaries are known (espeak-ng clips trimmed to their audible extent, se
 digital silence), through the real gateway and Triton, parsed with `srt` and `webvtt-py`.
 
 The embedded model is untrained, so its text is noise: the checks are on timing, layout and
-consistency. Two gateways: the session one (default token budget: the noise overflows two
-lines, so cues are cut again in the audio), and one with a tiny token budget (texts fit, so
-every cue edge must sit at a known speech boundary).
+consistency. Two gateways on the session's Triton, both with a tiny token budget (cheap
+calls): one with the default layout (the texts fit, so every cue edge must sit at a known
+speech boundary), and one whose layout is one line of 10 characters (the texts overflow, so
+cues are cut again in the audio and, at the shortest parts, shown as consecutive cues).
 """
 
 from __future__ import annotations
@@ -68,17 +69,32 @@ def recording(utterances: list[Utterance], tmp_path_factory: pytest.TempPathFact
     return Recording(path, audio.size / SPEECH_RATE, tuple(spans))
 
 
-@pytest.fixture(scope="module")
-def fitting_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A gateway whose token budget keeps the noise text inside two lines."""
+TINY_LINE_CHARS = 10
+
+
+def _gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory, **extra: str) -> Iterator[GatewayProcess]:
     env = {
         "GATEWAY_TRITON__URL": triton_server.grpc_url,
         "GATEWAY_AUTH__API_KEYS": f'["{GATEWAY_API_KEY}"]',
         "GATEWAY_MODEL__ASR_MAX_NEW_TOKENS": "3",
+        **extra,
     }
     with run_gateway(env, tmp_path_factory.mktemp("captions-gw") / "gateway.log") as gateway:
         wait_ready(gateway.base_url)
         yield gateway
+
+
+@pytest.fixture(scope="module")
+def fitting_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway whose token budget keeps the noise text inside two lines."""
+    yield from _gateway(triton_server, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def overflowing_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway whose cues hold one line of 10 characters: the noise overflows them."""
+    yield from _gateway(triton_server, tmp_path_factory, GATEWAY_CAPTIONS__LINE_CHARS=str(TINY_LINE_CHARS),
+                        GATEWAY_CAPTIONS__LINES="1")
 
 
 def _client(gateway: GatewayProcess) -> openai.OpenAI:
@@ -105,30 +121,28 @@ def _vtt_cues(body: str) -> list[ParsedCue]:
     ]
 
 
-def _check_layout(cues: list[ParsedCue], duration_s: float) -> None:
+def _check_layout(cues: list[ParsedCue], duration_s: float, lines: int = LINES, line_chars: int = LINE_CHARS) -> None:
     assert cues, "no cues"
     previous_end = 0.0
     for cue in cues:
         assert previous_end - 1e-3 <= cue.start < cue.end <= duration_s + 1e-3
         assert cue.end - cue.start <= MAX_CUE_S + 1e-3
-        assert 1 <= len(cue.lines) <= LINES and all(0 < len(line) <= LINE_CHARS for line in cue.lines), cue.lines
+        assert 1 <= len(cue.lines) <= lines and all(0 < len(line) <= line_chars for line in cue.lines), cue.lines
         previous_end = cue.end
 
 
-def _timed(client: openai.OpenAI, recording: Recording) -> tuple[list[ParsedCue], list[ParsedCue], Any]:
+def _timed(client: openai.OpenAI, recording: Recording, *, vtt: bool = True) -> tuple[list[ParsedCue], list[ParsedCue], Any]:
     srt_body = client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="srt")
-    vtt_body = client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="vtt")
+    vtt_body = client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="vtt") if vtt \
+        else "WEBVTT\n"
     verbose = client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="verbose_json",
                                                  timestamp_granularities=["segment"])
     return _srt_cues(srt_body), _vtt_cues(vtt_body), verbose
 
 
-def test_cues_cut_again_when_text_overflows(openai_client: openai.OpenAI, recording: Recording) -> None:
-    srt_cues, vtt_cues, verbose = _timed(openai_client, recording)
-    _check_layout(srt_cues, recording.duration_s)
-    assert [(round(c.start, 3), round(c.end, 3), c.lines) for c in srt_cues] == [
-        (round(c.start, 3), round(c.end, 3), c.lines) for c in vtt_cues
-    ]
+def test_cues_cut_again_when_text_overflows(overflowing_gateway: GatewayProcess, recording: Recording) -> None:
+    srt_cues, _, verbose = _timed(_client(overflowing_gateway), recording, vtt=False)
+    _check_layout(srt_cues, recording.duration_s, lines=1, line_chars=TINY_LINE_CHARS)
     segments = verbose.segments or []
     assert [s.id for s in segments] == list(range(len(segments)))
     assert verbose.text == " ".join(s.text for s in segments)
@@ -138,9 +152,12 @@ def test_cues_cut_again_when_text_overflows(openai_client: openai.OpenAI, record
         assert seg.end - seg.start <= MAX_CUE_S + 1e-3
         for edge in (seg.start, seg.end):
             assert recording.pause_containing(edge) is None, f"segment edge {edge:.2f} s inside a pause"
-    # Every cue lies inside one segment (overflowing text shares its segment's span).
+    # Every cue lies inside one segment (overflowing text shares its segment's span), and
+    # the audio was cut again: more segments than cues of the fitting layout would need.
     for cue in srt_cues:
         assert any(s.start - 1e-3 <= cue.start and cue.end <= s.end + 1e-3 for s in segments), cue
+    assert len(segments) > len(recording.spans) + 1
+    assert min(s.end - s.start for s in segments) < 2.0  # parts of 1-2 s exist
     print(f"{len(segments)} segments, {len(srt_cues)} cues for {len(recording.spans)} utterances")
 
 
@@ -148,6 +165,9 @@ def test_cue_edges_sit_at_speech_boundaries(fitting_gateway: GatewayProcess, rec
     srt_cues, vtt_cues, verbose = _timed(_client(fitting_gateway), recording)
     _check_layout(srt_cues, recording.duration_s)
     assert len(srt_cues) == len(vtt_cues) == len(verbose.segments or [])
+    assert [(round(c.start, 3), round(c.end, 3), c.lines) for c in srt_cues] == [
+        (round(c.start, 3), round(c.end, 3), c.lines) for c in vtt_cues
+    ]
     long_spans = [span for span in recording.spans if span[1] - span[0] > MAX_CUE_S]
     assert long_spans, "the layout must hold one utterance longer than a cue"
 

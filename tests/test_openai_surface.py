@@ -17,10 +17,30 @@ import pytest
 from canary_qwen.prompt import chat_prompt_ids, parse_messages
 from tests.fixtures.audio import SPEECH_RATE, Utterance
 from tests.fixtures.audio.speech import read_audio, speech_extent, write_wav
-from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID
+from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, run_gateway, wait_ready
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_API_KEY}"}
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module")
+def lean_gateway(triton_server, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The real gateway with a 3-token budget per audio piece (the noise would run to 256)."""
+    env = {"GATEWAY_TRITON__URL": triton_server.grpc_url, "GATEWAY_AUTH__API_KEYS": f'["{GATEWAY_API_KEY}"]',
+           "GATEWAY_MODEL__ASR_MAX_NEW_TOKENS": "3"}
+    with run_gateway(env, tmp_path_factory.mktemp("surface-gateway") / "gateway.log") as gateway:
+        wait_ready(gateway.base_url)
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def gateway_server(lean_gateway: GatewayProcess) -> str:
+    return lean_gateway.base_url
+
+
+@pytest.fixture(scope="module")
+def openai_client(gateway_server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway_server}/v1", api_key=GATEWAY_API_KEY, max_retries=0, timeout=300)
 
 
 @pytest.fixture(scope="module")
