@@ -76,12 +76,27 @@ def test_gateway_does_not_start_with_longer_pieces_than_the_model_takes(
     too_long = Manifest.load(artifacts_dir).max_audio_seconds + 1
     env = {"GATEWAY_TRITON__URL": triton_server.grpc_url, "GATEWAY_LIMITS__PIECE_SECONDS": f"{too_long:g}"}
     with pytest.raises(RuntimeError, match=f"GATEWAY_LIMITS__PIECE_SECONDS={too_long:g} is above"):
-        with run_gateway(env, tmp_path / "too-long.log"):
+        with run_gateway(env, tmp_path / "too-long.log", start_timeout=180):
             pass
 
 
 def test_gateway_starts_while_triton_is_away(tmp_path: Path) -> None:
     """Unreachable at start-up is not an error: readiness checks the limits later."""
     env = {"GATEWAY_TRITON__URL": unreachable_triton_url(), "GATEWAY_LIMITS__PIECE_SECONDS": "1000"}
-    with run_gateway(env, tmp_path / "away.log") as gateway:
+    with run_gateway(env, tmp_path / "away.log", start_timeout=180) as gateway:  # a loaded CI box starts slowly
         assert gateway.process.poll() is None
+
+
+def test_export_records_the_longest_piece_it_was_given(checkpoint_dir: Path, artifacts_dir: Path) -> None:
+    """`export build --max-audio-seconds`: the manifest's limit and the lengths derived from it follow."""
+    from canary_qwen.checkpoint import load_checkpoint
+    from export.build import MAX_AUDIO_SECONDS, make_manifest
+
+    built = Manifest.load(artifacts_dir)
+    assert built.max_audio_seconds == MAX_AUDIO_SECONDS
+    half = make_manifest(load_checkpoint(checkpoint_dir), built.asr_prompt_ids, built.model_id, MAX_AUDIO_SECONDS / 2)
+    assert half.max_audio_seconds == MAX_AUDIO_SECONDS / 2
+    assert half.max_mel_frames == built.max_mel_frames // 2
+    assert half.max_audio_embeddings < built.max_audio_embeddings
+    derived = {"max_audio_seconds", "max_mel_frames", "max_audio_embeddings"}
+    assert half.model_dump(exclude=derived) == built.model_dump(exclude=derived)
