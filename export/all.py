@@ -1,7 +1,8 @@
 """`python -m export all --out DIR`: the embedded model end to end.
 
-    DIR/checkpoint/        the trained demo checkpoint in the hub layout (export/demo.py), or with
-                           `--random` the seeded random tiny one (`export tiny`)
+    DIR/checkpoint/        the trained demo checkpoint in the hub layout (export/demo.py) when one
+                           is shipped under export/demo/, else (or with `--random`) the seeded
+                           random tiny one (`export tiny`)
     DIR/artifacts/         its export (`export build`)
     DIR/model_repository/  the filled cpu-tier Triton repository, then `.complete`
 """
@@ -34,7 +35,9 @@ def build_all(out: Path, seed: int = 0, random: bool = False) -> Path:
     for name in (CHECKPOINT, ARTIFACTS, REPOSITORY):
         shutil.rmtree(out / name, ignore_errors=True)
     steps_started = time.monotonic()
-    if random or not DEMO_RECORD.exists():  # TEMPORARY until the demo weights are shipped
+    # No trained demo model has been shipped yet (export/demo/ holds none): until one is,
+    # the embedded model is the seeded random one.
+    if random or not DEMO_RECORD.exists():
         build_tiny(out / CHECKPOINT, seed=seed)
     else:
         build_demo(out / CHECKPOINT)

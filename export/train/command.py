@@ -31,6 +31,7 @@ from canary_qwen.wer import word_error_rate
 from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, pack, sha256
 from export.tiny import build_tiny
 from export.train.corpus import load_corpus
+from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
 from export.train.trainer import (
@@ -45,6 +46,7 @@ from export.train.trainer import (
 )
 
 EVAL_SENTENCES = 4
+TRAINING_CURVE = Path(__file__).resolve().parents[2] / "docs" / "training-curve.png"
 GENERATOR_NICENESS = 9
 
 
@@ -122,6 +124,7 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.work: Path = args.work
         self.out: Path = args.out
+        self.curve: Path = args.curve
         self.config = TrainConfig(seed=args.seed)
         if args.text_steps is not None:
             self.config.text.steps = args.text_steps
@@ -276,6 +279,7 @@ class Run:
             "weights_bytes": weights.stat().st_size,
         }
         (self.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        plot_curve(self.work / "log.csv", self.curve)
         (self.work / "eval.json").write_text(json.dumps([{"voice": c[0], "ref": c[1], "hyp": h} for c, h in zip(clips, hyps)], indent=1))
         print(f"[train] shipped {weights} ({weights.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
@@ -294,6 +298,7 @@ class Run:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, required=True, help="working directory (data, checkpoints, log)")
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help=f"where to ship the weights (default {DEMO_DIR})")
+    parser.add_argument("--curve", type=Path, default=TRAINING_CURVE, help=f"training curve PNG (default {TRAINING_CURVE})")
     parser.add_argument("--seed", type=int, default=0, help="training seed (data, order, init of trained parts)")
     parser.add_argument("--text-steps", type=int, default=None, help="steps of the text stage")
     parser.add_argument("--asr-steps", type=int, default=None, help="steps of the ASR stage")

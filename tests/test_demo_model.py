@@ -1,0 +1,105 @@
+"""The shipped demo model and its training recipe: data splits, weight packing, corrupt files.
+
+What training itself achieves is measured by `python -m bench wer` and asserted, on words, by the
+end-to-end tests; these check the recipe's promises that need no training run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from canary_qwen.checkpoint import EMBED, LM_HEAD
+from canary_qwen.wer import normalize, word_error_rate
+from export.demo import ROWS, VALUES, DemoWeightsError, load_packed, pack, sha256, unpack
+from export.train.corpus import excluded_sentences, load_corpus, split_corpus, words
+from export.train.speech import HELD_OUT_ACCENTS, HELD_OUT_VARIANTS, HELD_OUT_VOICES, TRAIN_ACCENTS, TRAIN_VARIANTS
+from tests.fixtures.audio.speech import UTTERANCE_TEXTS
+
+
+@pytest.fixture(scope="module")
+def corpus():  # type: ignore[no-untyped-def]
+    return load_corpus()
+
+
+def test_held_out_sentences_never_trained(corpus) -> None:  # type: ignore[no-untyped-def]
+    train = {normalize(s) for s in corpus.train}
+    assert corpus.held_out and not train & {normalize(s) for s in corpus.held_out}
+    vocabulary = corpus.vocabulary()
+    assert all(vocabulary[w] >= 2 for s in corpus.held_out for w in words(s))
+
+
+def test_test_and_bench_sentences_are_excluded(corpus) -> None:  # type: ignore[no-untyped-def]
+    banned = {normalize(s) for s in excluded_sentences()}
+    assert {normalize(s) for s in UTTERANCE_TEXTS} <= banned
+    assert not banned & {normalize(s) for s in (*corpus.train, *corpus.held_out)}
+
+
+def test_split_is_stable_and_disjoint() -> None:
+    sentences = [f"The number {w} is here." for w in ("one", "two", "three", "four", "five", "six")] * 40
+    a, b = split_corpus(sentences), split_corpus(list(reversed(sentences)))
+    assert set(a.train) == set(b.train) and not set(a.train) & set(a.held_out)
+
+
+def test_held_out_voices_never_trained() -> None:
+    assert len(HELD_OUT_VOICES) >= 2
+    assert not set(HELD_OUT_ACCENTS) & set(TRAIN_ACCENTS)
+    assert not {v.lower() for v in HELD_OUT_VARIANTS} & {v.lower() for v in TRAIN_VARIANTS}
+    for voice in HELD_OUT_VOICES:
+        accent, _, variant = voice.partition("+")
+        assert accent in HELD_OUT_ACCENTS or variant in HELD_OUT_VARIANTS
+
+
+def test_wer_normalisation() -> None:
+    assert normalize("Hello, World! It's 'fine'.") == "hello world it's fine"
+    assert word_error_rate(["a b c", "d e"], ["a b", "D, e f!"]) == pytest.approx(2 / 5)
+    assert word_error_rate(["a b"], [""]) == 1.0
+
+
+def test_pack_keeps_only_what_training_changed() -> None:
+    gen = torch.Generator().manual_seed(0)
+    seeded = {EMBED: torch.randn(10, 4, generator=gen), "layer.weight": torch.randn(3, 3, generator=gen),
+              "frozen.weight": torch.randn(2, generator=gen)}  # fmt: skip
+    seeded[LM_HEAD] = seeded[EMBED]
+    trained = {k: v.clone() for k, v in seeded.items()}
+    trained[EMBED][[2, 7]] += 1.0
+    trained[LM_HEAD] = trained[EMBED]
+    trained["layer.weight"] *= 2
+    packed = pack(trained, seeded)
+    assert set(packed) == {ROWS, VALUES, "layer.weight"} and packed[ROWS].tolist() == [2, 7]
+    state = unpack(packed, seeded, Path("w.safetensors"))
+    for name in seeded:
+        torch.testing.assert_close(state[name], trained[name], atol=1e-2, rtol=1e-3)  # float16 on disk
+    with pytest.raises(DemoWeightsError, match="w.safetensors: tensor layer.weight"):
+        unpack({"layer.weight": torch.zeros(4, 4)}, seeded, Path("w.safetensors"))
+
+
+def _shipped(tmp_path: Path) -> tuple[Path, Path]:
+    """A packed weights file and its training record, as `export train` ships them."""
+    weights, record = tmp_path / "weights.safetensors", tmp_path / "training.json"
+    save_file({"layer.weight": torch.ones(3, 3, dtype=torch.float16)}, str(weights))
+    record.write_text(json.dumps({"weights_sha256": sha256(weights)}))
+    return weights, record
+
+
+def test_shipped_weights_load_when_they_match_the_record(tmp_path: Path) -> None:
+    weights, record = _shipped(tmp_path)
+    assert set(load_packed(weights, record)) == {"layer.weight"}
+
+
+def test_corrupt_or_missing_weights_name_the_file(tmp_path: Path) -> None:
+    weights, record = _shipped(tmp_path)
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DemoWeightsError, match=f"{weights}: sha256 differs"):
+        load_packed(weights, record)
+    with pytest.raises(DemoWeightsError, match="missing"):
+        load_packed(tmp_path / "absent.safetensors", record)
+    with pytest.raises(DemoWeightsError, match="training record"):
+        load_packed(weights, tmp_path / "absent.json")
