@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from canary_qwen.mel import SAMPLE_RATE
+from export.build import MAX_AUDIO_SECONDS
+
 # Runs inside Triton's python backend stub (numpy and the stub's utilities only).
 _MODEL_PY = '''
 import json
@@ -100,6 +103,8 @@ instance_group [ {{ kind: KIND_CPU count: {instances} }} ]
 parameters {{ key: "mode" value {{ string_value: "{mode}" }} }}
 parameters {{ key: "delay_s" value {{ string_value: "{delay_s}" }} }}
 parameters {{ key: "events_file" value {{ string_value: "{events}" }} }}
+parameters {{ key: "max_audio_seconds" value {{ string_value: "{max_audio_seconds}" }} }}
+parameters {{ key: "sample_rate" value {{ string_value: "{sample_rate}" }} }}
 """
 
 
@@ -126,7 +131,7 @@ def write_fake_repository(root: Path, models: list[FakeModel], events_file: Path
         decoupled = "model_transaction_policy { decoupled: true }" if model.mode is Mode.STREAM else ""
         (root / model.name / "config.pbtxt").write_text(_CONFIG.format(
             name=model.name, decoupled=decoupled, instances=model.instances, mode=model.mode.value,
-            delay_s=model.delay_s, events=events_file,
+            delay_s=model.delay_s, events=events_file, max_audio_seconds=MAX_AUDIO_SECONDS, sample_rate=SAMPLE_RATE,
         ))
     return root
 
