@@ -10,6 +10,7 @@ Steps, each resumable (a killed run restarts where its last checkpoint left it):
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import json
 import multiprocessing
@@ -181,7 +182,10 @@ class Run:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for module, key in extra:
-            module.load_state_dict(state[key]) if hasattr(module, "load_state_dict") else module.data.copy_(state[key])
+            if isinstance(module, torch.nn.Module):
+                module.load_state_dict(state[key])
+            else:  # a bare parameter (the text stage's embedding rows)
+                module.data.copy_(state[key])
         print(f"[train] {name}: resumed at step {state['step']}", file=sys.stderr)
         return int(state["step"])
 
@@ -284,8 +288,6 @@ class Run:
         print(f"[train] shipped {weights} ({weights.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
 
     def _final_losses(self) -> dict[str, float]:
-        import csv
-
         rows = list(csv.DictReader((self.work / "log.csv").open()))
         out: dict[str, float] = {}
         for stage in ("text", "asr"):
