@@ -58,13 +58,13 @@ class TrainConfig:
     seed: int = 0
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=1200, peak_lr=3e-3, warmup=40, batch=24))
     asr: StageConfig = field(
-        default_factory=lambda: StageConfig(steps=2400, peak_lr=2e-3, warmup=60, batch=3200)
+        default_factory=lambda: StageConfig(steps=5500, peak_lr=2e-3, warmup=200, batch=3200)
     )
     ctc_weight: float = 0.3
     ctc_classes: int = 4096
-    shards: int = 40
+    shards: int = 64
     checkpoint_every_s: float = 300.0
-    eval_every: int = 400
+    eval_every: int = 1000
 
 
 def lr_at(step: int, stage: StageConfig) -> float:
