@@ -31,6 +31,8 @@ def main() -> None:
         # SIGTERM: uvicorn stops accepting at once, then waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.drain_timeout_s,
         proxy_headers=True,
+        ws_ping_interval=settings.realtime.ping_interval_s,
+        ws_ping_timeout=settings.realtime.ping_timeout_s,
     )
 
 

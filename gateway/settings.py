@@ -182,6 +182,14 @@ class RealtimeSettings(BaseModel):
     utterance_concurrency: PositiveInt = Field(
         default=4, description="Utterances of one session in flight to Triton at once (results stay in order)."
     )
+    ping_interval_s: PositiveFloat = Field(
+        default=20.0, description="WebSocket keepalive: the server pings each open socket this often."
+    )
+    ping_timeout_s: PositiveFloat = Field(
+        default=60.0,
+        description="A socket whose pong is this late is closed (1011). Generous, so a client on a busy host "
+        "(its event loop late to answer) keeps its session; the idle timeout still ends silent ones.",
+    )
 
 
 class CaptionSettings(BaseModel):

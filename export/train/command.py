@@ -143,7 +143,8 @@ class Run:
 
     def main(self) -> int:
         torch.manual_seed(self.config.seed)
-        torch.set_num_threads(2)
+        # One thread per CPU this process may use: more threads than cores spin and halve the speed.
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         corpus = load_corpus()
         seeded = _seeded(self.work, DEMO_SEED)
         gen = multiprocessing.get_context("spawn").Process(
