@@ -10,7 +10,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from canary_qwen.serving import asr_prompt, audio_batch, chat_request, llm_request, ragged, token_bytes
+from canary_qwen.serving import asr_prompt, audio_batch, batch_fallback, chat_request, llm_request, ragged, token_bytes
 from canary_qwen.tokenizer import AUDIO_PLACEHOLDER_ID, IM_END_ID, VOCAB_SIZE
 
 # --- ragged batches (encoder / adapter) ---------------------------------------------------------
@@ -57,6 +57,29 @@ def test_run_ragged_isolates_bad_requests() -> None:
     assert isinstance(results[1], ValueError)
     assert isinstance(results[2], RuntimeError)
     assert results[0][1][0, 0] == 3 and results[3][1][0, 0] == 2
+
+
+def test_fallback_runs_each_request_alone_only_when_the_batch_fails() -> None:
+    calls: list[list[int]] = []
+
+    def run(batch: list[int]) -> list[int]:
+        calls.append(batch)
+        if 0 in batch:
+            raise ZeroDivisionError("poisoned")
+        return [100 // n for n in batch]
+
+    rejected = ValueError("rejected earlier")
+    assert batch_fallback.run_with_fallback([5, rejected, 20], run) == [20, rejected, 5]
+    assert calls == [[5, 20]]
+    calls.clear()
+    results = batch_fallback.run_with_fallback([5, 0, rejected], run)
+    assert results[0] == 20 and isinstance(results[1], ZeroDivisionError) and results[2] is rejected
+    assert calls == [[5, 0], [5], [0]]
+    # A lone request that fails gets the batch's error without running twice.
+    calls.clear()
+    (lone,) = batch_fallback.run_with_fallback([0], run)
+    assert isinstance(lone, ZeroDivisionError) and calls == [[0]]
+    assert batch_fallback.run_with_fallback([rejected], run) == [rejected]
 
 
 def test_request_items_checks_lengths() -> None:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from canary_qwen.serving.batch_fallback import run_with_fallback
+
 # run(profile index, data [B, ...] padded to the bucket, lengths [B] int32) -> (outputs [B, ...], lengths [B])
 PlanFn = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Items = list[tuple[torch.Tensor, int]]  # one request's (item [...], valid length) pairs
@@ -52,27 +54,9 @@ def run_bucketed(
 ) -> list[RequestResult]:
     """Every valid request's items as one batch in its bucket; results cut per request to its longest item.
 
-    Requests that failed validation pass through as their exception; if the batched run fails,
-    each request runs alone, so one poisonous input fails alone.
+    Failed requests and a failing batch are handled per request (`batch_fallback`).
     """
-    valid = [i for i, r in enumerate(requests) if not isinstance(r, Exception)]
-    results: list[RequestResult] = [r if isinstance(r, Exception) else ValueError("not run") for r in requests]
-    if not valid:
-        return results
-    try:
-        outputs = _run([requests[i] for i in valid], buckets, run, in_axis, out_axis)  # type: ignore[misc]
-        for i, out in zip(valid, outputs):
-            results[i] = out
-    except Exception as error:
-        if len(valid) == 1:
-            results[valid[0]] = error
-            return results
-        for i in valid:
-            try:
-                results[i] = _run([requests[i]], buckets, run, in_axis, out_axis)[0]  # type: ignore[list-item]
-            except Exception as error:
-                results[i] = error
-    return results
+    return run_with_fallback(requests, lambda batch: _run(batch, buckets, run, in_axis, out_axis))
 
 
 def _run(

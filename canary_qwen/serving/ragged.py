@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from canary_qwen.serving.batch_fallback import run_with_fallback
+
 
 def pad_stack(items: Sequence[np.ndarray], axis: int, multiple: int = 0) -> np.ndarray:
     """Stack items (same rank) into [B, ...], zero-padding `axis` (an item axis) to the longest.
@@ -77,27 +79,9 @@ def run_ragged(
 ) -> list[RequestResult]:
     """Run every valid request's items as one padded batch; split the results per request.
 
-    Requests that already failed validation pass through as their exception. If the batched
-    run itself fails, each request is retried alone so one poisonous input fails alone.
+    Failed requests and a failing batch are handled per request (`batch_fallback`).
     """
-    valid = [i for i, r in enumerate(requests) if not isinstance(r, Exception)]
-    results: list[RequestResult] = [r if isinstance(r, Exception) else ValueError("not run") for r in requests]
-    if not valid:
-        return results
-    try:
-        outputs = _run_items([requests[i] for i in valid], run, in_axis, out_axis, multiple)  # type: ignore[misc]
-        for i, out in zip(valid, outputs):
-            results[i] = out
-    except Exception as error:
-        if len(valid) == 1:
-            results[valid[0]] = error
-            return results
-        for i in valid:
-            try:
-                results[i] = _run_items([requests[i]], run, in_axis, out_axis, multiple)[0]  # type: ignore[list-item]
-            except Exception as error:
-                results[i] = error
-    return results
+    return run_with_fallback(requests, lambda batch: _run_items(batch, run, in_axis, out_axis, multiple))
 
 
 def _run_items(
