@@ -21,52 +21,36 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import srt
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import SettingsConfigDict
 
-from bench import machine, report
+from bench import report
 from bench.clients import MODEL_ID
 from bench.corpus import SAMPLE_RATE, Clip, build_corpus
 from bench.servers import gateway, triton
+from bench.settings import CommandSettings
 from bench.stats import percentile
 
 log = logging.getLogger("bench.cues")
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 _AUDIBLE = 0.01  # amplitude that counts as sound when trimming clips to their extent
 _PAUSES_S = (0.5, 0.8, 1.2, 2.0)
 _SEED = 12
 
 
-class CuesSettings(BaseSettings):
+class CuesSettings(CommandSettings):
     """`python -m bench cues`: SRT cue timing against known utterance boundaries."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_CUES_",
-        extra="ignore",
-        frozen=True,
-        cli_prog_name="python -m bench cues",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="BENCH_CUES_", cli_prog_name="python -m bench cues")
 
-    model_dir: Path = Field(
-        default=_REPO_ROOT / "build",
-        validation_alias=AliasChoices("model_dir", "BENCH_CUES_MODEL_DIR", "MODEL_DIR"),
-        description="`make model` output: model_repository/.",
-    )
-    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where latest.json is.")
-    work_dir: Path | None = Field(default=None, description="Audio cache and logs (default: MODEL_DIR/bench).")
     clips: PositiveInt = Field(default=8, description="The corpus's shortest clips used (3 s and up).")
     rounds: PositiveInt = Field(default=2, description="Times the clips are laid out (with different pauses).")
     max_new_tokens: PositiveInt = Field(
@@ -81,15 +65,6 @@ class CuesSettings(BaseSettings):
     score_words: bool = Field(
         default=False, description="Also score the words (WER per utterance): only meaningful with a trained model."
     )
-    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
-
-    @property
-    def repository_dir(self) -> Path:
-        return self.model_dir / "model_repository"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir or self.model_dir / "bench"
 
 
 @dataclass(frozen=True)
@@ -273,27 +248,18 @@ def run(settings: CuesSettings) -> dict[str, Any]:
             "max_new_tokens": settings.max_new_tokens, "tolerance_s": settings.tolerance_s,
         },  # fmt: skip
     }
-    section["targets"] = {t.key: _check(t, section.get(t.key)) for t in targets(settings)}
+    section["targets"] = {t.key: report.check(t, section.get(t.key)) for t in targets(settings)}
     return section
-
-
-def _check(target: report.Target, measured: float | None) -> dict[str, Any]:
-    met = target.met(measured)
-    verdict = None if met is None else "met" if met else "missed"
-    return {"target": str(target), "measured": measured, "met": met, "verdict": verdict}
 
 
 def main(argv: list[str]) -> int:
     settings = CuesSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if not settings.repository_dir.is_dir():
-        print(f"no model repository at {settings.repository_dir}: run `make model` first")
+    if problem := settings.missing_repository():
+        print(problem)
         return 2
     now = dt.datetime.now(dt.timezone.utc)
     section = run(settings)
-    latest_path = settings.results_dir / "latest.json"
-    document = json.loads(latest_path.read_text()) if latest_path.exists() else machine.describe(now)
-    document["cues"] = {**section, "date": now.isoformat(timespec="seconds"), "commit": machine.git("rev-parse", "HEAD")}
-    latest, copy = report.write(document, settings.results_dir, f"cues-{now:%Y%m%dT%H%M%SZ}.json")
+    latest, copy = report.write_section("cues", section, settings.results_dir, now)
     keys = [k for k in section if k not in ("setup", "targets")]
     print(report.table(section, keys))
     print(f"\nwritten: {latest} (section \"cues\") and {copy}")

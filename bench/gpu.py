@@ -33,7 +33,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from bench import triton_metrics
 from bench.corpus import Clip
@@ -41,6 +41,7 @@ from bench.gpu_build import build_model
 from bench.gpu_corpus import corpus
 from bench.load import LoadResult, Timed, run_load
 from bench.servers import free_port
+from bench.settings import CliSettings
 from bench.stats import percentile, rtfx
 from launcher.server import TritonServer
 from launcher.settings import TritonSettings
@@ -54,15 +55,9 @@ LOG_TAIL_BYTES = 1 << 20
 PROFILE_RESERVE_S = 60.0
 
 
-class GpuBenchSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_GPU_",
-        extra="ignore",
-        frozen=True,
-        cli_prog_name="python -m bench gpu",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-    )
+class GpuBenchSettings(CliSettings):
+    # Not a CommandSettings: it builds its own model and writes to `out`, not bench/results.
+    model_config = SettingsConfigDict(env_prefix="BENCH_GPU_", cli_prog_name="python -m bench gpu")
 
     out: Path = Field(description="Where the figures go ($OUT on the GPU machine).")
     work_dir: Path = Field(default=Path("/tmp/canary-qwen-gpu-bench"), description="Model build and logs.")

@@ -15,7 +15,7 @@ few seconds of it) while the gateway's RSS is sampled; the slope over the second
 growth from the first to the last quarter tell flat from growing.
 
 Results go into bench/results/latest.json under "realtime" (the rest of the document kept),
-through `bench.report.write`.
+through `bench.report.write_section`.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -42,11 +41,11 @@ from bench import machine, report
 from bench.corpus import SAMPLE_RATE, build_corpus
 from bench.proc_memory import mib, rss_bytes
 from bench.servers import gateway, triton
+from bench.settings import CommandSettings
 from bench.stats import percentile, slope
 
 log = logging.getLogger("bench.realtime")
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 WIRE_RATE = 24000  # OpenAI's pcm16
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 STOPPED = "input_audio_buffer.speech_stopped"
@@ -54,21 +53,11 @@ _END_PAD_MS = 100  # the gateway's pad after speech (VadOptions.speech_pad_s)
 _DRAIN_TIMEOUT_S = 120.0
 
 
-class RealtimeBenchSettings(BaseSettings):
+class RealtimeBenchSettings(CommandSettings):
     """`python -m bench realtime`: concurrent live-caption sessions and a long session's memory."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_REALTIME_", extra="ignore", frozen=True, cli_prog_name="python -m bench realtime",
-        cli_kebab_case=True, cli_implicit_flags=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="BENCH_REALTIME_", cli_prog_name="python -m bench realtime")
 
-    model_dir: Path = Field(
-        default=_REPO_ROOT / "build",
-        validation_alias=AliasChoices("model_dir", "BENCH_REALTIME_MODEL_DIR", "MODEL_DIR"),
-        description="`make model` output: model_repository/.",
-    )
-    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where latest.json is.")
-    work_dir: Path | None = Field(default=None, description="Audio cache and logs (default: MODEL_DIR/bench).")
     sessions: list[int] = Field(default=[1, 2, 4, 8, 12, 16], description="Concurrent session counts, stepped up.")
     stream_s: PositiveFloat = Field(default=45.0, description="Audio each session streams per step, seconds.")
     chunk_ms: PositiveInt = Field(default=100, description="Audio per append, milliseconds.")
@@ -79,14 +68,6 @@ class RealtimeBenchSettings(BaseSettings):
     memory_sample_s: PositiveFloat = Field(default=10.0, description="Gateway RSS sampling period in the long session.")
     max_new_tokens: PositiveInt = Field(default=32, description="Generation budget per utterance.")
     ready_timeout_s: PositiveFloat = Field(default=900.0, description="How long to wait for Triton to load.")
-
-    @property
-    def repository_dir(self) -> Path:
-        return self.model_dir / "model_repository"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir or self.model_dir / "bench"
 
 
 # ----------------------------------------------------------------------------- one session
@@ -309,8 +290,7 @@ async def _phases(settings: RealtimeBenchSettings, base_url: str, pid: int, clip
     return {"steps": steps, "memory": memory}
 
 
-def run(settings: RealtimeBenchSettings) -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc)
+def run(settings: RealtimeBenchSettings, now: dt.datetime) -> dict[str, Any]:
     work = settings.cache_dir
     clips = [clip.samples for clip in build_corpus(work / "audio")[:8]]  # 3-15 s sentences: caption-sized turns
     triton_log = work / "logs" / "realtime-tritonserver.log"
@@ -333,28 +313,19 @@ def run(settings: RealtimeBenchSettings) -> dict[str, Any]:
                   "gap_s": settings.gap_s, "stream_s": settings.stream_s, "max_new_tokens": settings.max_new_tokens,
                   "memory_minutes": settings.memory_minutes, "p95_limit_ms": settings.p95_limit_ms,
                   "wire": "24 kHz pcm16, server_vad"},
-        "targets": {t.key: {"target": str(t), "measured": figures.get(t.key), "met": t.met(figures.get(t.key))}
-                    for t in TARGETS},
-        **{k: facts.get(k) for k in ("machine", "cpu_count", "date", "commit")},
+        "targets": {t.key: report.check(t, figures.get(t.key)) for t in TARGETS},
+        **{k: facts.get(k) for k in ("machine", "cpu_count")},  # date and commit: report.write_section
     }
-
-
-def save(document: dict[str, Any], results_dir: Path) -> tuple[Path, Path]:
-    """Into latest.json under "realtime", the rest of the document as it was."""
-    latest = results_dir / "latest.json"
-    whole: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
-    whole["realtime"] = document
-    now = dt.datetime.fromisoformat(str(document["date"]))
-    return report.write(whole, results_dir, f"realtime-{report.dated_name(now, False)}")
 
 
 def main(argv: list[str]) -> int:
     settings = RealtimeBenchSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if not settings.repository_dir.is_dir():
-        print(f"no model repository at {settings.repository_dir}: run `make model` first")
+    if problem := settings.missing_repository():
+        print(problem)
         return 2
-    document = run(settings)
-    latest, copy = save(document, settings.results_dir)
+    now = dt.datetime.now(dt.timezone.utc)
+    document = run(settings, now)
+    latest, copy = report.write_section("realtime", document, settings.results_dir, now)
     keys = [t.key for t in TARGETS] + ["realtime_sessions_held_p95_under_1s"]
     print(report.table(document, keys))
     print("\n| sessions | utterances | turn->text p50 | p95 | speech->text p50 | p95 | errors |")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import machine
 from bench.cpu_usage import CLIENT
 from bench.load import LoadResult
 from bench.stats import Interval, percentile, percentile_interval, rate_interval, rate_ratio_interval, rtfx
@@ -39,6 +40,13 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.op} {self.value:g}"
+
+
+def check(target: Target, measured: float | None) -> dict[str, Any]:
+    """One target judged on a figure without interval, as a section's "targets" entry."""
+    met = target.met(measured)
+    verdict = None if met is None else "met" if met else "missed"
+    return {"target": str(target), "measured": measured, "met": met, "verdict": verdict}
 
 
 def targets(concurrency: int) -> list[Target]:
@@ -190,3 +198,12 @@ def write(document: Mapping[str, Any], results_dir: Path, dated: str) -> tuple[P
         partial.write_text(text)
         partial.replace(path)
     return latest, copy
+
+
+def write_section(name: str, section: Mapping[str, Any], results_dir: Path, now: dt.datetime) -> tuple[Path, Path]:
+    """`section` into latest.json under `name`, the rest of the document kept (a new one starts with
+    the machine's facts), stamped with date and commit; plus a dated `{name}-*.json` copy."""
+    latest = results_dir / "latest.json"
+    document: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else machine.describe(now)
+    document[name] = {**section, "date": now.isoformat(timespec="seconds"), "commit": machine.git("rev-parse", "HEAD")}
+    return write(document, results_dir, f"{name}-{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json")

@@ -327,8 +327,8 @@ def headline_keys(concurrency: int) -> list[str]:
 def main(argv: list[str]) -> int:
     """`python -m bench [run]`: the full run, table, JSON, plot and the README's table."""
     settings = BenchSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if not settings.repository_dir.is_dir():
-        print(f"no model repository at {settings.repository_dir}: run `make model` first", file=sys.stderr)
+    if problem := settings.missing_repository():
+        print(problem, file=sys.stderr)
         return 2
     document = run(settings)
     latest, copy = save(document, settings)

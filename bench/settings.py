@@ -1,41 +1,82 @@
-"""Benchmark settings: environment (prefix BENCH_) or command line (`python -m bench --help`)."""
+"""Benchmark settings: environment (prefix BENCH_, BENCH_<COMMAND>_ per command) or command line
+(`python -m bench [COMMAND] --help`).
+
+`CliSettings` is what every command's settings share (how they parse); `CommandSettings` adds the
+fields of the commands that run the model of `make model` (where it is, where results and logs
+go). Each command subclasses one and sets only its env prefix and program name.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class BenchSettings(BaseSettings):
-    """What one benchmark run measures, and where it reads and writes."""
+class CliSettings(BaseSettings):
+    """How every bench command reads its settings; subclasses set env_prefix and cli_prog_name."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_",
-        extra="ignore",
-        frozen=True,
-        cli_prog_name="python -m bench",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-    )
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, cli_kebab_case=True, cli_implicit_flags=True)
+
+
+class CommandSettings(CliSettings):
+    """The fields shared by the commands that serve `make model`'s output."""
 
     model_dir: Path = Field(
         default=_REPO_ROOT / "build",
-        # The Makefile exports MODEL_DIR for every target.
-        validation_alias=AliasChoices("model_dir", "BENCH_MODEL_DIR", "MODEL_DIR"),
         description="`make model` output: checkpoint/, artifacts/, model_repository/.",
     )
+    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where latest.json is.")
+    work_dir: Path | None = Field(
+        default=None, description="Audio cache and server logs (default: MODEL_DIR/bench)."
+    )
+    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # The Makefile exports MODEL_DIR for every target; with an alias pydantic-settings drops the
+        # env prefix, so the prefixed name is listed too, made from each subclass's own prefix.
+        super().__pydantic_init_subclass__(**kwargs)
+        prefix = cls.model_config.get("env_prefix", "")
+        aliases = AliasChoices("model_dir", f"{prefix}MODEL_DIR", "MODEL_DIR")
+        cls.__pydantic_fields__["model_dir"] = FieldInfo.merge_field_infos(
+            cls.__pydantic_fields__["model_dir"], validation_alias=aliases
+        )
+        cls.model_rebuild(force=True)
+
+    @property
+    def repository_dir(self) -> Path:
+        return self.model_dir / "model_repository"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.model_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir or self.model_dir / "bench"
+
+    def missing_repository(self) -> str | None:
+        """Why the command cannot run, if the model repository is not there."""
+        if self.repository_dir.is_dir():
+            return None
+        return f"no model repository at {self.repository_dir}: run `make model` first"
+
+
+class BenchSettings(CommandSettings):
+    """What one benchmark run measures, and where it reads and writes."""
+
+    model_config = SettingsConfigDict(env_prefix="BENCH_", cli_prog_name="python -m bench")
+
     repository: Path | None = Field(
         default=None,
         description="Filled Triton model repository to serve (default: MODEL_DIR/model_repository). "
         "Point it at a GPU-tier or real-dimension repository to benchmark that instead.",
-    )
-    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where the JSON goes.")
-    work_dir: Path | None = Field(
-        default=None, description="Audio cache and server logs (default: MODEL_DIR/bench)."
     )
     max_new_tokens: PositiveInt = Field(
         default=32,
@@ -72,7 +113,6 @@ class BenchSettings(BaseSettings):
     request_timeout_s: PositiveFloat = Field(
         default=1800.0, description="Client and gateway deadline per request (the long file needs minutes on CPU)."
     )
-    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
     profile: bool = Field(
         default=True,
         description="After the timed phases, one more gateway pass with py-spy attached to the gateway, "
@@ -86,36 +126,14 @@ class BenchSettings(BaseSettings):
 
     @property
     def repository_dir(self) -> Path:
-        return self.repository or self.model_dir / "model_repository"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.model_dir / "artifacts"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir or self.model_dir / "bench"
+        return self.repository or super().repository_dir
 
 
-class SoakSettings(BaseSettings):
+class SoakSettings(CommandSettings):
     """`python -m bench soak`: gateway memory over thousands of requests, in phases."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_SOAK_",
-        extra="ignore",
-        frozen=True,
-        cli_prog_name="python -m bench soak",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="BENCH_SOAK_", cli_prog_name="python -m bench soak")
 
-    model_dir: Path = Field(
-        default=_REPO_ROOT / "build",
-        validation_alias=AliasChoices("model_dir", "BENCH_SOAK_MODEL_DIR", "MODEL_DIR"),
-        description="`make model` output: artifacts/ and model_repository/.",
-    )
-    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where soak-latest.json goes.")
-    work_dir: Path | None = Field(default=None, description="Audio cache and logs (default: MODEL_DIR/bench).")
     phases: PositiveInt = Field(default=6, description="Measured phases (after one warm-up phase).")
     requests_per_phase: PositiveInt = Field(default=500, description="Requests per phase.")
     concurrency: PositiveInt = Field(default=16, description="Requests in flight.")
@@ -128,12 +146,3 @@ class SoakSettings(BaseSettings):
         description="Idle-RSS slope (MiB per 1,000 requests, over the measured phases) above which the "
         "soak traces the heap (tracemalloc) for two more phases and reports the top growers.",
     )
-    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
-
-    @property
-    def repository_dir(self) -> Path:
-        return self.model_dir / "model_repository"
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir or self.model_dir / "bench"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import json
 import logging
 import signal
 import statistics
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench import machine, preprocess
+from bench import machine, preprocess, report
 from bench.clients import MODEL_ID
 from bench.corpus import build_corpus
 from bench.proc_memory import mib, rss_bytes
@@ -185,8 +184,7 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
     }
 
 
-def run(settings: SoakSettings) -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc)
+def run(settings: SoakSettings, now: dt.datetime) -> dict[str, Any]:
     work = settings.cache_dir
     uploads = _uploads(settings)
     snapshots = work / "soak-snapshots"
@@ -212,19 +210,18 @@ def run(settings: SoakSettings) -> dict[str, Any]:
             "max_new_tokens": settings.max_new_tokens,
             "mix": f"{_SHORT_CLIPS} shortest corpus clips x {sorted(_MIME)} x {list(_RESPONSE_FORMATS)}",
         },
-        **{k: facts[k] for k in ("machine", "cpu_count", "date", "commit")},
+        **{k: facts[k] for k in ("machine", "cpu_count")},  # date and commit: report.write_section
     }
 
 
 def main(argv: list[str]) -> int:
     settings = SoakSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if not settings.repository_dir.is_dir():
-        print(f"no model repository at {settings.repository_dir}: run `make model` first")
+    if problem := settings.missing_repository():
+        print(problem)
         return 2
-    document = run(settings)
-    settings.results_dir.mkdir(parents=True, exist_ok=True)
-    out = settings.results_dir / "soak-latest.json"
-    out.write_text(json.dumps(document, indent=2) + "\n")
+    now = dt.datetime.now(dt.timezone.utc)
+    document = run(settings, now)
+    latest, copy = report.write_section("soak", document, settings.results_dir, now)
     print("| phase | requests | measured so far | seconds | idle RSS MiB |\n|---|---|---|---|---|")
     for p in document["phases"]:
         label = "warm-up" if p["index"] == 0 else f"{p['index']}{' (traced)' if p['traced'] else ''}"
@@ -235,5 +232,5 @@ def main(argv: list[str]) -> int:
     )
     for grower in document["top_growers"] or []:
         print(f"  {grower['grew_kib']:>10.1f} KiB  {grower['blocks_grew']:>7} blocks  {grower['where']}")
-    print(f"written: {out}")
+    print(f"written: {latest} (section \"soak\") and {copy}")
     return 0

@@ -24,7 +24,6 @@ import io
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,48 +31,29 @@ import numpy as np
 import soundfile
 import srt
 import webvtt
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import SettingsConfigDict
 
-from bench import machine, report
+from bench import report
 from bench.clients import MODEL_ID
 from bench.servers import gateway, triton
+from bench.settings import CommandSettings
 from canary_qwen.mel import SAMPLE_RATE
 from canary_qwen.wer import normalize, word_error_rate
 
 log = logging.getLogger("bench.wer")
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_VOICE = "en-us"  # a training voice, for comparison
 
 
-class WerSettings(BaseSettings):
+class WerSettings(CommandSettings):
     """`python -m bench wer`: held-out WER through the gateway."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="BENCH_WER_",
-        extra="ignore",
-        frozen=True,
-        cli_prog_name="python -m bench wer",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="BENCH_WER_", cli_prog_name="python -m bench wer")
 
-    model_dir: Path = Field(
-        default=_REPO_ROOT / "build",
-        validation_alias=AliasChoices("model_dir", "BENCH_WER_MODEL_DIR", "MODEL_DIR"),
-        description="`make model` output: model_repository/.",
-    )
-    results_dir: Path = Field(default=_REPO_ROOT / "bench" / "results", description="Where latest.json is.")
-    work_dir: Path | None = Field(default=None, description="Logs (default: MODEL_DIR/bench).")
     sentences: PositiveInt = Field(default=24, description="Held-out sentences per voice for the short clips.")
     long_minutes: PositiveFloat = Field(default=6.0, description="Length of the long recording.")
     concurrency: PositiveInt = Field(default=8, description="Requests in flight.")
-    ready_timeout_s: PositiveFloat = Field(default=600.0, description="How long to wait for Triton to load.")
     seed: int = Field(default=3, description="Which sentences and pauses.")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.work_dir or self.model_dir / "bench"
 
 
 @dataclass(frozen=True)
@@ -239,33 +219,25 @@ def run(settings: WerSettings) -> dict[str, Any]:
     long = long_recording(clips, settings.long_minutes, settings.seed)
     log.info("wer: %d short clips, a %.0f s recording", len(clips), long.samples.size / SAMPLE_RATE)
     work = settings.cache_dir
-    repository = settings.model_dir / "model_repository"
-    with triton(repository, work / "logs" / "wer-tritonserver.log", settings.ready_timeout_s) as server:
+    with triton(settings.repository_dir, work / "logs" / "wer-tritonserver.log", settings.ready_timeout_s) as server:
         env = {"GATEWAY_TRITON__URL": server.grpc_url, "GATEWAY_LOG_LEVEL": "warning"}
         with gateway(env, work / "logs" / "wer-gateway.log") as gw:
             measured = asyncio.run(_measure(gw.base_url, clips, long, settings.concurrency))
     section = figures(clips, long, measured)
     section["stream_equals_nonstream_all"] = section["stream_equals_nonstream"] == len(clips)
     section["normalisation"] = "canary_qwen.wer.normalize: lower case, punctuation dropped"
-    section["targets"] = {}
-    for target in targets():
-        met = target.met(section.get(target.key))
-        section["targets"][target.key] = {"target": str(target), "measured": section.get(target.key),
-                                          "met": met, "verdict": None if met is None else "met" if met else "missed"}
+    section["targets"] = {t.key: report.check(t, section.get(t.key)) for t in targets()}
     return section
 
 
 def main(argv: list[str]) -> int:
     settings = WerSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if not (settings.model_dir / "model_repository").is_dir():
-        print(f"no model repository under {settings.model_dir}: run `make model` first")
+    if problem := settings.missing_repository():
+        print(problem)
         return 2
     now = dt.datetime.now(dt.timezone.utc)
     section = run(settings)
-    latest_path = settings.results_dir / "latest.json"
-    document = json.loads(latest_path.read_text()) if latest_path.exists() else machine.describe(now)
-    document["wer"] = {**section, "date": now.isoformat(timespec="seconds"), "commit": machine.git("rev-parse", "HEAD")}
-    latest, copy = report.write(document, settings.results_dir, f"wer-{now:%Y%m%dT%H%M%SZ}.json")
+    latest, copy = report.write_section("wer", section, settings.results_dir, now)
     keys = [k for k in section if k not in ("targets", "examples", "stream_mismatches", "short_wer_by_voice", "normalisation")]
     print(report.table(section, keys))
     print(json.dumps(section["short_wer_by_voice"], indent=1))

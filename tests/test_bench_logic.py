@@ -161,6 +161,57 @@ def test_headline_keys_intervals_targets_and_written_json(tmp_path: Path) -> Non
     assert f"| `batching_gain_c16` | 2.500 | {low:.3f} - {high:.3f} | >= 2 (met) |" in table
 
 
+def test_a_section_joins_latest_json_and_keeps_the_rest(tmp_path: Path) -> None:
+    now = dt.datetime(2026, 12, 1, 23, 5, 9, tzinfo=dt.timezone.utc)
+    latest, copy = report.write_section("cues", {"cue_max_s": 6.5}, tmp_path, now)
+    fresh = json.loads(latest.read_text())
+    assert copy.name == "cues-20261201T230509Z.json" and "machine" in fresh  # a new file: the machine's facts
+    assert fresh["cues"]["cue_max_s"] == 6.5 and fresh["cues"]["date"] == "2026-12-01T23:05:09+00:00"
+    assert fresh["cues"]["commit"]
+    latest, copy = report.write_section("wer", {"long_wer": 0.5}, tmp_path, now)
+    both = json.loads(latest.read_text())
+    assert both["cues"] == fresh["cues"] and both["wer"]["long_wer"] == 0.5
+    assert json.loads(copy.read_text()) == both and copy.name == "wer-20261201T230509Z.json"
+    missed = report.check(report.Target("cue_max_s", "<=", 6.0), 6.5)
+    assert missed == {"target": "<= 6", "measured": 6.5, "met": False, "verdict": "missed"}
+    assert report.check(report.Target("x", ">=", 1.0), None)["verdict"] is None
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "prefix"),
+    [
+        ("bench.settings", "BenchSettings", "BENCH_"),
+        ("bench.settings", "SoakSettings", "BENCH_SOAK_"),
+        ("bench.cues", "CuesSettings", "BENCH_CUES_"),
+        ("bench.wer", "WerSettings", "BENCH_WER_"),
+        ("bench.realtime", "RealtimeBenchSettings", "BENCH_REALTIME_"),
+    ],
+)
+def test_every_command_reads_the_shared_fields_under_its_own_prefix(
+    module: str, name: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    for variable in ("MODEL_DIR", f"{prefix}MODEL_DIR", f"{prefix}WORK_DIR", "WORK_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("WORK_DIR", "/not-mine")  # unprefixed: ignored
+    assert cls(_cli_parse_args=[]).cache_dir == cls(_cli_parse_args=[]).model_dir / "bench"
+    monkeypatch.setenv(f"{prefix}MODEL_DIR", "/prefixed")
+    monkeypatch.setenv(f"{prefix}WORK_DIR", "/work")
+    settings = cls(_cli_parse_args=[])
+    assert settings.model_dir == Path("/prefixed") and settings.cache_dir == Path("/work")
+    monkeypatch.delenv(f"{prefix}MODEL_DIR")
+    monkeypatch.setenv("MODEL_DIR", "/from-make")  # the Makefile exports it for every target
+    assert cls(_cli_parse_args=[]).repository_dir == Path("/from-make/model_repository")
+    flag = f"--{prefix.lower().replace('_', '-')}model-dir"
+    for argv in (["--model-dir", "/cli"], [flag, "/cli"]):
+        assert cls(_cli_parse_args=argv).model_dir == Path("/cli")
+    assert cls(_cli_parse_args=["--model-dir", "/cli"]).missing_repository() == (
+        "no model repository at /cli/model_repository: run `make model` first"
+    )
+
+
 def test_a_target_is_met_only_when_the_whole_interval_is_on_its_side() -> None:
     at_most = report.Target("x", "<=", 1.05)
     assert at_most.verdict(1.02, [1.01, 1.04]) == "met"
