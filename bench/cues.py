@@ -20,7 +20,6 @@ The section goes into bench/results/latest.json under "cues" (the rest of the fi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -252,15 +251,9 @@ def run(settings: CuesSettings) -> dict[str, Any]:
     return section
 
 
+def show(section: dict[str, Any], settings: CuesSettings) -> None:
+    print(report.table(section, [k for k in section if k not in ("setup", "targets")]))
+
+
 def main(argv: list[str]) -> int:
-    settings = CuesSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if problem := settings.missing_repository():
-        print(problem)
-        return 2
-    now = dt.datetime.now(dt.timezone.utc)
-    section = run(settings)
-    latest, copy = report.write_section("cues", section, settings.results_dir, now)
-    keys = [k for k in section if k not in ("setup", "targets")]
-    print(report.table(section, keys))
-    print(f"\nwritten: {latest} (section \"cues\") and {copy}")
-    return 0
+    return report.run_section("cues", CuesSettings(_cli_parse_args=argv), run, show)  # type: ignore[call-arg]

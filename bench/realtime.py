@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import logging
 import statistics
@@ -37,7 +36,7 @@ from pydantic_settings import SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench import machine, report
+from bench import report
 from bench.corpus import SAMPLE_RATE, build_corpus
 from bench.proc_memory import mib, rss_bytes
 from bench.servers import gateway, triton
@@ -290,7 +289,7 @@ async def _phases(settings: RealtimeBenchSettings, base_url: str, pid: int, clip
     return {"steps": steps, "memory": memory}
 
 
-def run(settings: RealtimeBenchSettings, now: dt.datetime) -> dict[str, Any]:
+def run(settings: RealtimeBenchSettings) -> dict[str, Any]:
     work = settings.cache_dir
     clips = [clip.samples for clip in build_corpus(work / "audio")[:8]]  # 3-15 s sentences: caption-sized turns
     triton_log = work / "logs" / "realtime-tritonserver.log"
@@ -303,7 +302,6 @@ def run(settings: RealtimeBenchSettings, now: dt.datetime) -> dict[str, Any]:
         }
         with gateway(env, work / "logs" / "realtime-gateway.log") as gw:
             measured = asyncio.run(_phases(settings, gw.base_url, gw.pid, clips))
-    facts = machine.describe(now)
     figures = headline(measured["steps"], measured["memory"], settings.p95_limit_ms)
     return {
         **figures,
@@ -314,18 +312,10 @@ def run(settings: RealtimeBenchSettings, now: dt.datetime) -> dict[str, Any]:
                   "memory_minutes": settings.memory_minutes, "p95_limit_ms": settings.p95_limit_ms,
                   "wire": "24 kHz pcm16, server_vad"},
         "targets": {t.key: report.check(t, figures.get(t.key)) for t in TARGETS},
-        **{k: facts.get(k) for k in ("machine", "cpu_count")},  # date and commit: report.write_section
-    }
+    }  # machine, date, commit: report.write_section
 
 
-def main(argv: list[str]) -> int:
-    settings = RealtimeBenchSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if problem := settings.missing_repository():
-        print(problem)
-        return 2
-    now = dt.datetime.now(dt.timezone.utc)
-    document = run(settings, now)
-    latest, copy = report.write_section("realtime", document, settings.results_dir, now)
+def show(document: dict[str, Any], settings: RealtimeBenchSettings) -> None:
     keys = [t.key for t in TARGETS] + ["realtime_sessions_held_p95_under_1s"]
     print(report.table(document, keys))
     print("\n| sessions | utterances | turn->text p50 | p95 | speech->text p50 | p95 | errors |")
@@ -334,5 +324,8 @@ def main(argv: list[str]) -> int:
         print(f"| {s['sessions']} | {s['utterances']} | {s.get('turn_to_transcript_ms_p50')} | "
               f"{s.get('turn_to_transcript_ms_p95')} | {s.get('speech_to_transcript_ms_p50')} | "
               f"{s.get('speech_to_transcript_ms_p95')} | {s['error_count']} |")
-    print(f"\nwritten: {latest} and {copy}")
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    settings = RealtimeBenchSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
+    return report.run_section("realtime", settings, run, show)

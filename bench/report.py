@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import machine
 from bench.cpu_usage import CLIENT
 from bench.load import LoadResult
+from bench.settings import CommandSettings
 from bench.stats import Interval, percentile, percentile_interval, rate_interval, rate_ratio_interval, rtfx
 
 
@@ -200,10 +201,35 @@ def write(document: Mapping[str, Any], results_dir: Path, dated: str) -> tuple[P
     return latest, copy
 
 
+# Where and when a section was measured: sections of one latest.json may come from different runs.
+SECTION_FACTS = ("machine", "cpu_count", "date", "commit")
+Settings = TypeVar("Settings", bound=CommandSettings)
+
+
 def write_section(name: str, section: Mapping[str, Any], results_dir: Path, now: dt.datetime) -> tuple[Path, Path]:
     """`section` into latest.json under `name`, the rest of the document kept (a new one starts with
-    the machine's facts), stamped with date and commit; plus a dated `{name}-*.json` copy."""
+    the machine's facts), stamped with SECTION_FACTS; plus a dated `{name}-*.json` copy."""
+    facts = machine.describe(now)
     latest = results_dir / "latest.json"
-    document: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else machine.describe(now)
-    document[name] = {**section, "date": now.isoformat(timespec="seconds"), "commit": machine.git("rev-parse", "HEAD")}
+    document: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else facts
+    document[name] = {**section, **{key: facts[key] for key in SECTION_FACTS}}
     return write(document, results_dir, f"{name}-{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json")
+
+
+def run_section(
+    name: str,
+    settings: Settings,
+    run: Callable[[Settings], dict[str, Any]],
+    show: Callable[[dict[str, Any], Settings], None],
+) -> int:
+    """A command's `main`: `run` it, write its section (`write_section`), `show` it; the exit status
+    (2, after saying why, when there is no model repository to serve)."""
+    if problem := settings.missing_repository():
+        print(problem)
+        return 2
+    now = dt.datetime.now(dt.timezone.utc)
+    section = run(settings)
+    latest, copy = write_section(name, section, settings.results_dir, now)
+    show(section, settings)
+    print(f"\nwritten: {latest} (section \"{name}\") and {copy}")
+    return 0

@@ -16,7 +16,6 @@ json, verbose_json, text and srt response formats. Bounded in time: no phase sta
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import logging
 import signal
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench import machine, preprocess, report
+from bench import preprocess, report
 from bench.clients import MODEL_ID
 from bench.corpus import build_corpus
 from bench.proc_memory import mib, rss_bytes
@@ -184,7 +183,7 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
     }
 
 
-def run(settings: SoakSettings, now: dt.datetime) -> dict[str, Any]:
+def run(settings: SoakSettings) -> dict[str, Any]:
     work = settings.cache_dir
     uploads = _uploads(settings)
     snapshots = work / "soak-snapshots"
@@ -201,7 +200,6 @@ def run(settings: SoakSettings, now: dt.datetime) -> dict[str, Any]:
         with gateway(env, work / "logs" / "soak-gateway.log", module=module) as gw:
             log.info("soak: gateway idle RSS %.1f MiB, %d uploads in the mix", mib(rss_bytes(gw.pid)), len(uploads))
             result = asyncio.run(_soak(settings, gw, uploads, snapshots))
-    facts = machine.describe(now)
     return {
         **result,
         "setup": {
@@ -210,18 +208,10 @@ def run(settings: SoakSettings, now: dt.datetime) -> dict[str, Any]:
             "max_new_tokens": settings.max_new_tokens,
             "mix": f"{_SHORT_CLIPS} shortest corpus clips x {sorted(_MIME)} x {list(_RESPONSE_FORMATS)}",
         },
-        **{k: facts[k] for k in ("machine", "cpu_count")},  # date and commit: report.write_section
-    }
+    }  # machine, date, commit: report.write_section
 
 
-def main(argv: list[str]) -> int:
-    settings = SoakSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if problem := settings.missing_repository():
-        print(problem)
-        return 2
-    now = dt.datetime.now(dt.timezone.utc)
-    document = run(settings, now)
-    latest, copy = report.write_section("soak", document, settings.results_dir, now)
+def show(document: dict[str, Any], settings: SoakSettings) -> None:
     print("| phase | requests | measured so far | seconds | idle RSS MiB |\n|---|---|---|---|---|")
     for p in document["phases"]:
         label = "warm-up" if p["index"] == 0 else f"{p['index']}{' (traced)' if p['traced'] else ''}"
@@ -232,5 +222,7 @@ def main(argv: list[str]) -> int:
     )
     for grower in document["top_growers"] or []:
         print(f"  {grower['grew_kib']:>10.1f} KiB  {grower['blocks_grew']:>7} blocks  {grower['where']}")
-    print(f"written: {latest} (section \"soak\") and {copy}")
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    return report.run_section("soak", SoakSettings(_cli_parse_args=argv), run, show)  # type: ignore[call-arg]

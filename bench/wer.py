@@ -19,7 +19,6 @@ synthetic speech; they are not Canary-Qwen-2.5B's accuracy on real speech.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
 import json
 import logging
@@ -230,16 +229,11 @@ def run(settings: WerSettings) -> dict[str, Any]:
     return section
 
 
-def main(argv: list[str]) -> int:
-    settings = WerSettings(_cli_parse_args=argv)  # type: ignore[call-arg]
-    if problem := settings.missing_repository():
-        print(problem)
-        return 2
-    now = dt.datetime.now(dt.timezone.utc)
-    section = run(settings)
-    latest, copy = report.write_section("wer", section, settings.results_dir, now)
+def show(section: dict[str, Any], settings: WerSettings) -> None:
     keys = [k for k in section if k not in ("targets", "examples", "stream_mismatches", "short_wer_by_voice", "normalisation")]
     print(report.table(section, keys))
     print(json.dumps(section["short_wer_by_voice"], indent=1))
-    print(f"\nwritten: {latest} (section \"wer\") and {copy}")
-    return 0
+
+
+def main(argv: list[str]) -> int:
+    return report.run_section("wer", WerSettings(_cli_parse_args=argv), run, show)  # type: ignore[call-arg]

@@ -177,6 +177,28 @@ def test_a_section_joins_latest_json_and_keeps_the_rest(tmp_path: Path) -> None:
     assert report.check(report.Target("x", ">=", 1.0), None)["verdict"] is None
 
 
+def test_a_command_runs_writes_its_section_then_shows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cues import CuesSettings
+
+    settings = CuesSettings(model_dir=tmp_path / "model", results_dir=tmp_path / "results")
+    shown: list[dict[str, object]] = []
+
+    def run(s: CuesSettings) -> dict[str, object]:
+        return {"cue_max_s": 6.5, "clips": s.clips}
+
+    def show(section: dict[str, object], _: CuesSettings) -> None:
+        shown.append(section)
+
+    assert report.run_section("cues", settings, run, show) == 2
+    assert not shown and "run `make model` first" in capsys.readouterr().out
+    (tmp_path / "model" / "model_repository").mkdir(parents=True)
+    assert report.run_section("cues", settings, run, show) == 0
+    assert shown == [{"cue_max_s": 6.5, "clips": 8}]
+    written = json.loads((tmp_path / "results" / "latest.json").read_text())["cues"]
+    assert written["clips"] == 8 and set(report.SECTION_FACTS) <= set(written)
+    assert "written: " in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("module", "name", "prefix"),
     [
