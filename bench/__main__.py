@@ -2,82 +2,40 @@
 
 Without a command: the full run (preprocessing, load sweep, long audio), table, JSON and
 plot under bench/results/. Other commands are registered in `COMMANDS`: a name, a one-line
-summary and a `main(argv) -> exit status`; add one line there for a new benchmark.
+summary and the module whose `main(argv) -> exit status` runs it; add one line there for a new
+benchmark.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Command:
     summary: str
-    main: Callable[[list[str]], int]
+    module: str  # imported only when run: each command pulls in only what it needs
+
+    def main(self, argv: list[str]) -> int:
+        return int(importlib.import_module(self.module).main(argv))
 
 
-def _full_run(argv: list[str]) -> int:
-    from bench.runner import main
-
-    return main(argv)
-
-
-def _preprocess(argv: list[str]) -> int:
-    from bench.preprocess import main
-
-    return main(argv)
-
-
-def _soak(argv: list[str]) -> int:
-    from bench.soak import main
-
-    return main(argv)
-
-
-def _realtime(argv: list[str]) -> int:
-    from bench.realtime import main
-
-    return main(argv)
-
-
-def _gpu(argv: list[str]) -> int:
-    from bench.gpu import main
-
-    return main(argv)
-
-
-def _gpu_payload(argv: list[str]) -> int:
-    from bench.gpu_payload import main
-
-    return main(argv)
-
-
-def _wer(argv: list[str]) -> int:
-    from bench.wer import main
-
-    return main(argv)
-
-
-def _cues(argv: list[str]) -> int:
-    from bench.cues import main
-
-    return main(argv)
-
-
-# Imported lazily: each command pulls in only what it needs.
 COMMANDS: dict[str, Command] = {
-    "run": Command("the full benchmark (default)", _full_run),
-    "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", _preprocess),
-    "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", _soak),
-    "wer": Command("held-out WER through the gateway: voices, stream vs not, a long recording, segment edges", _wer),
-    "cues": Command("SRT cue timing against known utterance boundaries: edge errors, limits, model calls", _cues),
+    "run": Command("the full benchmark (default)", "bench.runner"),
+    "preprocess": Command("only the preprocessing rounds (decode + resample + log-mel per format)", "bench.preprocess"),
+    "soak": Command("gateway RSS over thousands of requests in phases: slope per 1,000 requests", "bench.soak"),
+    "wer": Command("held-out WER through the gateway: voices, stream vs not, a long recording, segment edges",
+                   "bench.wer"),
+    "cues": Command("SRT cue timing against known utterance boundaries: edge errors, limits, model calls",
+                    "bench.cues"),
     "realtime": Command("live-caption sessions over /v1/realtime: turn -> transcript p95 by session count, "
-                        "a long session's gateway RSS", _realtime),
-    "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", _gpu),
-    "gpu-payload": Command("wheels, tritonserver and corpus for `bench gpu` on a machine without PyPI", _gpu_payload),
+                        "a long session's gateway RSS", "bench.realtime"),
+    "gpu": Command("real-size random model on one GPU in one call: RTFx, latency, batches, profile", "bench.gpu"),
+    "gpu-payload": Command("wheels, tritonserver and corpus for `bench gpu` on a machine without PyPI",
+                           "bench.gpu_payload"),
 }
 
 
