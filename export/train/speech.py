@@ -98,8 +98,13 @@ def _reverb(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     rt60 = rng.uniform(0.08, 0.4)
     n = int(rt60 * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
-    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    rir[0] = 1.0 / rng.uniform(0.1, 0.6)  # direct path above the tail
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    tail[0] = 0.0
+    # "A little": the direct path 3-15 dB above the tail's energy (the first recipe left the
+    # tail 0-22 dB above the direct path, a far harsher room than any upload).
+    drr_db = rng.uniform(3, 15)
+    rir = tail / np.sqrt(np.sum(tail**2) * 10 ** (drr_db / 10))
+    rir[0] = 1.0
     wet = fftconvolve(audio, rir)[: audio.size]
     return (wet / (np.max(np.abs(wet)) + 1e-9) * np.max(np.abs(audio))).astype(np.float32)
 
