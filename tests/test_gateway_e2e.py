@@ -284,19 +284,6 @@ def test_text_only_chat_and_thinking_switch(openai_client: openai.OpenAI) -> Non
 # ------------------------------------------------------------------ failures against a live Triton
 
 
-def test_upstream_timeout_is_504(triton_server, tmp_path: Path, utterance: Utterance) -> None:  # type: ignore[no-untyped-def]
-    env = {"GATEWAY_TRITON__URL": triton_server.grpc_url, "GATEWAY_TRITON__INFER_TIMEOUT_S": "0.001"}
-    with run_gateway(env, tmp_path / "timeout.log") as gateway:
-        with utterance.path.open("rb") as f:
-            response = httpx.post(f"{gateway.base_url}/v1/audio/transcriptions", data={"model": MODEL_ID},
-                                  files={"file": f}, timeout=60)
-        assert response.status_code == 504, response.text
-        assert response.json()["error"]["code"] == "upstream_timeout"
-        chat = httpx.post(f"{gateway.base_url}/v1/chat/completions", timeout=60,
-                          json={"model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}]})
-        assert chat.status_code == 504, chat.text
-
-
 def _in_flight(base_url: str) -> float:
     text = httpx.get(f"{base_url}/metrics").text
     match = re.search(r"^gateway_requests_in_flight ([0-9.e+]+)$", text, re.M)

@@ -123,6 +123,11 @@ def test_model_error_is_502_with_request_id_in_log(fake_triton: FakeTriton, spee
 # ------------------------------------------------------------------ Triton slower than the deadline
 
 
+# A scripted slow model, not a tiny deadline on the real ensemble: tritonserver 2.51 (the
+# embedded server) can segfault when a gRPC call is cancelled within a millisecond or so of
+# arriving (triton-inference-server/server#7368, fixed in 24.12 by #7840), which took the
+# shared session server down once. Chat's calls take their deadline from the same
+# TritonClient._remaining_s.
 def test_triton_slower_than_timeout_is_504(fake_triton: FakeTriton, speech: bytes, tmp_path: Path) -> None:
     env = gateway_env(fake_triton, GATEWAY_TRITON__INFER_TIMEOUT_S="1")
     with run_gateway(env, tmp_path / "gateway.log") as gateway:
