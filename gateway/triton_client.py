@@ -35,6 +35,8 @@ _RETRY_AFTER = {"Retry-After": "1"}
 # A call refused with this status is tried once more on another replica (a dead or full server).
 _RETRYABLE = "StatusCode.UNAVAILABLE"
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
+# Less deadline than this left: answer 504 without calling Triton (see TritonClient._remaining_s).
+_MIN_CALL_S = 0.05
 _INVALID = {"StatusCode.INVALID_ARGUMENT"}
 # Triton's ensemble prefixes the failing step's message with "in ensemble 'NAME', ".
 _INPUT_ERROR_TAG = re.compile(r"(?:in ensemble '[^']*', )?\[(?P<code>[a-z_]+)\] (?P<reason>.*)", re.DOTALL)
@@ -175,9 +177,14 @@ class TritonClient:
         log.warning("Triton replica %s unavailable for %s; retrying on another replica", replica.address, model)
         return True
 
-    def _remaining_s(self, started: float) -> float:
-        """What is left of one call's deadline (a retry does not extend it)."""
-        return max(self._settings.infer_timeout_s - (time.perf_counter() - started), 0.001)
+    def _remaining_s(self, started: float, model: str) -> float:
+        """What is left of one call's deadline (a retry does not extend it). A call with almost
+        nothing left is not sent: it could only time out, and a gRPC call cancelled right after
+        it arrives can crash tritonserver before 24.12 (server#7368), the embedded 2.51 included."""
+        remaining = self._settings.infer_timeout_s - (time.perf_counter() - started)
+        if remaining < _MIN_CALL_S:
+            raise UpstreamTimeoutError(f"Triton did not answer {model} in time")
+        return remaining
 
     async def _infer(self, model: str, inputs: list[InferInput]) -> InferResult:
         started = time.perf_counter()
@@ -185,9 +192,10 @@ class TritonClient:
         try:
             while True:
                 replica = await self._replica(model, tried)
+                timeout_s = self._remaining_s(started, model)
                 try:
                     with self._pool.track(replica, model):
-                        return await replica.client.infer(model, inputs, client_timeout=self._remaining_s(started))
+                        return await replica.client.infer(model, inputs, client_timeout=timeout_s)
                 except (InferenceServerException, grpc.aio.AioRpcError) as exc:
                     if self._retry_elsewhere(exc, replica, tried, model):
                         continue
@@ -249,7 +257,7 @@ class TritonClient:
         try:
             while True:
                 replica = await self._replica(model, tried)
-                responses = replica.client.stream_infer(requests(), stream_timeout=self._remaining_s(started))
+                responses = replica.client.stream_infer(requests(), stream_timeout=self._remaining_s(started, model))
                 try:
                     with self._pool.track(replica, model):
                         async for result, error in responses:

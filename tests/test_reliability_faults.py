@@ -139,6 +139,17 @@ def test_triton_slower_than_timeout_is_504(fake_triton: FakeTriton, speech: byte
         assert elapsed < SLOW_S, f"504 after {elapsed:.1f} s: the deadline was not enforced"
 
 
+def test_a_deadline_too_short_to_call_is_504_without_a_call(fake_triton: FakeTriton, speech: bytes,
+                                                             tmp_path: Path) -> None:
+    env = gateway_env(fake_triton, GATEWAY_TRITON__INFER_TIMEOUT_S="0.01")
+    with run_gateway(env, tmp_path / "gateway.log") as gateway:
+        before = fake_triton.events_of("slow", "start")
+        error = assert_openai_error(transcribe(gateway.base_url, speech), (504,))
+        assert error["code"] == "upstream_timeout"
+        time.sleep(0.5)  # a call that was sent would have logged its start by now
+        assert fake_triton.events_of("slow", "start") == before
+
+
 def test_request_deadline_is_504(fake_triton: FakeTriton, speech: bytes, tmp_path: Path) -> None:
     env = gateway_env(fake_triton, GATEWAY_LIMITS__REQUEST_TIMEOUT_S="1")
     with run_gateway(env, tmp_path / "gateway.log") as gateway:
