@@ -41,14 +41,15 @@ CLIENTS = 32
 ADMITTED = 24  # GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS: below CLIENTS, so 429s happen on purpose
 WARMUP_S = 15.0
 PHASES = 5  # load phases, the gateway's idle RSS read after each
-PHASE_REQUESTS = 36  # answered requests per phase: 108 between the judged phases 2..PHASES
+PHASE_REQUESTS = 60  # answered requests per phase: 180 between the judged phases 2..PHASES
+ASR_TOKENS = 16  # GATEWAY_MODEL__ASR_MAX_NEW_TOKENS of the load gateway
 PHASE_CAP_S = 240.0  # a phase that cannot answer PHASE_REQUESTS in this time fails the test
 RSS_WINDOW_S = 10.0  # RSS under load: the median over this window, at the start and at the end
 # Idle RSS slope bound, MiB per 1,000 requests (= KiB per request), over phases 2..PHASES.
 # A request that kept its decoded clip (320 KiB for the mix's mean 5 s, 1.9 MiB for the 30 s
-# recording) or its upload climbs above it. Idle readings scatter by ~5 MiB (allocator
-# arenas): over 4 readings 36 requests apart that moves the slope by ~60 (one sigma), so the
-# bound sits 4 sigma above zero. Smaller leaks need `python -m bench soak`'s thousands of
+# recording) or its upload climbs above it. Idle readings scatter by up to ~7 MiB (allocator
+# arenas): over 4 readings 60 requests apart that moves the slope by ~50 (one sigma), so the
+# bound sits 5 sigma above zero. Smaller leaks need `python -m bench soak`'s thousands of
 # requests (threshold 5 per 1,000).
 MAX_RSS_SLOPE_MIB_PER_1K = 256.0
 REQUEST_TIMEOUT_S = 120.0
@@ -148,6 +149,9 @@ def load_gateway(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -
     env = {
         "GATEWAY_TRITON__URL": triton_server.grpc_url,
         "GATEWAY_LIMITS__MAX_CONCURRENT_REQUESTS": str(ADMITTED),
+        # The random model never stops before its budget: 16 tokens a piece keeps each request
+        # cheap, so the phases hold many requests; memory per request does not depend on it.
+        "GATEWAY_MODEL__ASR_MAX_NEW_TOKENS": str(ASR_TOKENS),
         "GATEWAY_LOG_LEVEL": "warning",
     }
     with run_gateway(env, tmp_path_factory.mktemp("load") / "gateway.log") as gateway:
