@@ -50,11 +50,13 @@ $(TOOLS)/node_modules/.bin/dclint:
 
 tools: $(TOOLS)/helm $(TOOLS)/node_modules/.bin/dclint
 
-# Test-only system tools: espeak-ng speaks the test utterances, sox converts them.
+# Test-only system tools: espeak-ng speaks the test utterances (its library the training set),
+# sox converts them, fortunes holds the demo model's corpus (tests check its splits).
 sysdeps:
-	@command -v espeak-ng >/dev/null && command -v sox >/dev/null && command -v chromedriver >/dev/null || { \
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null && command -v chromedriver >/dev/null \
+	  && test -d /usr/share/games/fortunes || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all chromium chromium-driver >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng sox libsox-fmt-all chromium chromium-driver fortunes >/dev/null; }
 
 # Rebuilt whenever the code that produces it changes.
 MODEL_SOURCES := $(shell find canary_qwen export model_repository -type f -not -path '*/__pycache__/*' 2>/dev/null)
@@ -84,8 +86,6 @@ bench: model sysdeps
 # TRAIN_WORK. Never needed by serve or test, which build from the shipped weights.
 TRAIN_WORK ?= .train
 train: $(STAMP) sysdeps
-	@test -d /usr/share/games/fortunes || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -qq fortunes >/dev/null; }
 	$(PY) -m export train --work $(TRAIN_WORK)
 
 clean:

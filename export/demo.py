@@ -2,9 +2,9 @@
 
 `export/demo/weights.safetensors` holds only what training changed, in float16: every trained
 tensor whole, and of the tied token embedding only the rows training touched
-(`embed_tokens.rows` int32 + `embed_tokens.values`). Everything else is what `export tiny`
-draws from DEMO_SEED at DEMO_SIZES, so `build_demo` regenerates the seeded checkpoint and lays
-the shipped tensors over it. `export/demo/training.json` records how the weights were made and
+(`embed_tokens.rows` int32 + `embed_tokens.values`). Everything else is where training started: what `export tiny` draws
+from DEMO_SEED at DEMO_SIZES, with the embedding scaled by EMBED_SCALE (`starting_point`), so
+`build_demo` regenerates that and lays the shipped tensors over it. `export/demo/training.json` records how the weights were made and
 their sha256; a file that does not match it, or tensors that do not fit, stop the build.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -33,6 +34,9 @@ DEMO_SIZES = TinySizes(
     llm_head_dim=32,
     llm_intermediate=384,
 )
+# The seeded table is N(0, 1), tuned for random-output tests; training starts from it scaled to
+# 1/sqrt(hidden), the usual scale, which regenerates exactly for the rows training leaves alone.
+EMBED_SCALE = 1 / math.sqrt(DEMO_SIZES.llm_hidden)
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_WEIGHTS = DEMO_DIR / "weights.safetensors"
 DEMO_RECORD = DEMO_DIR / "training.json"
@@ -49,6 +53,15 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def starting_point(seeded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state training starts from: the seeded one with the tied embedding scaled."""
+    state = dict(seeded)
+    state[EMBED] = seeded[EMBED] * EMBED_SCALE
+    if LM_HEAD in state:
+        state[LM_HEAD] = state[EMBED]
+    return state
 
 
 def pack(trained: dict[str, torch.Tensor], seeded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -115,8 +128,7 @@ def build_demo(out: Path, weights: Path = DEMO_WEIGHTS, record: Path = DEMO_RECO
     """The trained demo checkpoint in the hub layout under `out`."""
     packed = load_packed(weights, record)
     build_tiny(out, seed=DEMO_SEED, sizes=DEMO_SIZES)
-    seeded = load_file(str(out / WEIGHTS_FILE))
-    state = unpack(packed, seeded, weights)
+    state = unpack(packed, starting_point(load_file(str(out / WEIGHTS_FILE))), weights)
     # Tied tensors must be separate storage for safetensors.
     save_file({k: v.contiguous().clone() if k == LM_HEAD else v.contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
     (out / WEIGHTS_FILE).chmod(0o644)

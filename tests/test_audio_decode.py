@@ -41,7 +41,7 @@ DURATION_TOLERANCE_S = 0.3
 
 
 def _speech(utterances: list[Utterance]) -> Utterance:
-    return utterances[3]  # "Please call Stella ...", about 4.4 s
+    return utterances[3]  # "Whatever you want to do ...", about 4 s
 
 
 @pytest.mark.parametrize("fmt", sorted(AUDIO_FORMATS))

@@ -32,9 +32,10 @@ from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, ru
 MAX_CUE_S = 7.0
 LINE_CHARS, LINES = 42, 2
 EDGE_TOLERANCE_S = 0.2  # cue start/end vs the known start/end of the speech it holds
-# Clips of the fixture corpus and the silence after each: "quick brown fox", "speech
-# recognition", "the meeting ..." (about 8 s, longer than a cue), "hello world".
-LAYOUT = ((1, 0.8), (2, 1.5), (5, 0.7), (0, 0.0))
+# Clips of the fixture corpus spoken back to back, and the silence after each group: "never be
+# afraid ...", "it is better ...", "the trouble with computers ..." straight into "you got to
+# be very careful ..." (about 10 s of speech without a pause, longer than a cue), "pass the word".
+LAYOUT = (((1,), 0.8), ((2,), 1.5), ((4, 5), 0.7), ((0,), 0.5))
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,15 @@ def recording(utterances: list[Utterance], tmp_path_factory: pytest.TempPathFact
     pieces = [np.zeros(SPEECH_RATE // 2, dtype=np.float32)]  # 0.5 s of leading silence
     spans = []
     position = pieces[0].size
-    for index, pause_s in LAYOUT:
-        samples, _ = read_audio(utterances[index].path)
-        begin, end = speech_extent(samples, SPEECH_RATE)
-        clip = samples[begin:end]
+    for indices, pause_s in LAYOUT:
+        clips = []
+        for index in indices:
+            samples, _ = read_audio(utterances[index].path)
+            begin, end = speech_extent(samples, SPEECH_RATE)
+            clips.append(samples[begin:end])
+        clip = np.concatenate(clips)
         spans.append((position / SPEECH_RATE, (position + clip.size) / SPEECH_RATE))
-        pieces += [clip, np.zeros(int((pause_s or 0.5) * SPEECH_RATE), dtype=np.float32)]
+        pieces += [clip, np.zeros(int(pause_s * SPEECH_RATE), dtype=np.float32)]
         position += clip.size + pieces[-1].size
     audio = np.concatenate(pieces)
     path = write_wav(tmp_path_factory.mktemp("captions") / "captions.wav", audio, SPEECH_RATE)

@@ -10,15 +10,29 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 from safetensors.torch import save_file
 
 from canary_qwen.checkpoint import EMBED, LM_HEAD
 from canary_qwen.wer import normalize, word_error_rate
-from export.demo import ROWS, VALUES, DemoWeightsError, load_packed, pack, sha256, unpack
+from export.demo import EMBED_SCALE, ROWS, VALUES, DemoWeightsError, load_packed, pack, sha256, starting_point, unpack
 from export.train.corpus import excluded_sentences, load_corpus, split_corpus, words
-from export.train.speech import HELD_OUT_ACCENTS, HELD_OUT_VARIANTS, HELD_OUT_VOICES, TRAIN_ACCENTS, TRAIN_VARIANTS
+from export.train.dataset import Encoder, compose, frame_labels
+from export.train.espeak_lib import EspeakError
+from export.train.speech import (
+    HELD_OUT_ACCENTS,
+    HELD_OUT_VARIANTS,
+    HELD_OUT_VOICES,
+    SAMPLE_RATE,
+    TRAIN_ACCENTS,
+    TRAIN_VARIANTS,
+    Voice,
+    speak,
+    speak_timed,
+)
 from tests.fixtures.audio.speech import UTTERANCE_TEXTS
 
 
@@ -66,13 +80,18 @@ def test_pack_keeps_only_what_training_changed() -> None:
     seeded = {EMBED: torch.randn(10, 4, generator=gen), "layer.weight": torch.randn(3, 3, generator=gen),
               "frozen.weight": torch.randn(2, generator=gen)}  # fmt: skip
     seeded[LM_HEAD] = seeded[EMBED]
+    start = starting_point(seeded)
+    torch.testing.assert_close(start[EMBED], seeded[EMBED] * EMBED_SCALE)
+    assert start[LM_HEAD] is start[EMBED] and seeded[EMBED].abs().max() > start[EMBED].abs().max()
+    # Training scales the live parameter in place, as `export train` does.
     trained = {k: v.clone() for k, v in seeded.items()}
+    trained[EMBED].mul_(EMBED_SCALE)
     trained[EMBED][[2, 7]] += 1.0
     trained[LM_HEAD] = trained[EMBED]
     trained["layer.weight"] *= 2
-    packed = pack(trained, seeded)
+    packed = pack(trained, start)
     assert set(packed) == {ROWS, VALUES, "layer.weight"} and packed[ROWS].tolist() == [2, 7]
-    state = unpack(packed, seeded, Path("w.safetensors"))
+    state = unpack(packed, starting_point(seeded), Path("w.safetensors"))
     for name in seeded:
         torch.testing.assert_close(state[name], trained[name], atol=1e-2, rtol=1e-3)  # float16 on disk
     with pytest.raises(DemoWeightsError, match="w.safetensors: tensor layer.weight"):
@@ -103,3 +122,36 @@ def test_corrupt_or_missing_weights_name_the_file(tmp_path: Path) -> None:
         load_packed(tmp_path / "absent.safetensors", record)
     with pytest.raises(DemoWeightsError, match="training record"):
         load_packed(weights, tmp_path / "absent.json")
+
+
+def test_the_espeak_library_speaks_as_the_command_line_and_times_each_word() -> None:
+    text = "The cat sat on the mat, and then it didn't stay."
+    voice = Voice("en-gb+m3", words_per_minute=170, pitch=40)
+    audio, timed = speak_timed(text, voice)
+    cli = speak(text, voice)
+    # Same engine: the command line only adds trailing silence (about a third of a second).
+    assert 0 <= (cli.size - audio.size) / SAMPLE_RATE < 0.6
+    assert float(np.sqrt(np.mean(audio**2))) == pytest.approx(float(np.sqrt(np.mean(cli**2))), rel=0.25)
+    # espeak speaks "on the" as one word; each span runs to the next one's start.
+    assert [text[w.start_char : w.end_char] for w in timed] == [
+        "The", "cat", "sat", "on the", "mat", "and", "then", "it", "didn't", "stay"]  # fmt: skip
+    starts = [w.start_s for w in timed]
+    assert starts == sorted(starts) and all(w.end_s > w.start_s for w in timed)
+    assert timed[-1].end_s <= audio.size / SAMPLE_RATE
+    with pytest.raises(EspeakError, match="no espeak-ng voice"):
+        speak_timed(text, Voice("xx-nowhere"))
+
+
+def test_frame_labels_follow_the_spoken_words_in_order() -> None:
+    utterance = compose(["Time flies like an arrow.", "Fruit flies like a banana."], Voice("en-us"), np.random.default_rng(3))
+    ids, offsets = Encoder().with_offsets(utterance.text)
+    frames = utterance.audio.size // 160
+    labels = frame_labels(utterance, ids, offsets, frames)
+    first_word = utterance.words[0].start_s
+    assert (labels[: int(first_word * 100)] == -1).all()  # the leading silence
+    runs = [int(x) for i, x in enumerate(labels) if x >= 0 and (i == 0 or labels[i - 1] != x)]
+    spelled = [t for t, (a, b) in zip(ids, offsets) if utterance.text[a:b].strip(" .")]
+    assert [t for i, t in enumerate(runs) if i == 0 or runs[i - 1] != t] == spelled
+    between = utterance.spans[0][1], utterance.spans[1][0]  # the pause between the sentences
+    assert (labels[int(between[0] * 100) + 2 : int(between[1] * 100) - 2] == -1).all()
+    assert 0.4 < float((labels >= 0).mean()) < 0.95

@@ -29,7 +29,7 @@ from canary_qwen.mel import LogMel
 from canary_qwen.prompt import asr_messages, asr_prompt_ids
 from canary_qwen.tokenizer import IM_END_ID
 from canary_qwen.wer import word_error_rate
-from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, pack, sha256
+from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, EMBED_SCALE, pack, sha256, starting_point
 from export.tiny import build_tiny
 from export.train.corpus import load_corpus
 from export.train.plot import plot_curve
@@ -107,11 +107,16 @@ def evaluate(model: Any, clips: list[tuple[str, str, np.ndarray]]) -> tuple[floa
 
 
 def _reinit_llm(model: Any, seed: int) -> None:
-    """Start the LLM from a trainable scale (the seeded draw is tuned for random-output tests)."""
+    """Start the LLM's layers from a trainable scale (the seeded draw is tuned for random-output
+    tests). The tied embedding is only scaled (`export/demo.py` EMBED_SCALE): rows training never
+    touches are not shipped, `build_demo` regenerates them."""
     gen = torch.Generator().manual_seed(seed)
     layers = sum(1 for n, _ in model.llm.named_parameters() if n.endswith("o_proj.weight"))
     with torch.no_grad():
         for name, p in model.llm.named_parameters():
+            if "embed_tokens" in name or "lm_head" in name:
+                p.mul_(EMBED_SCALE)  # tied: one tensor, named once
+                continue
             if "lora_B" in name:
                 p.zero_()
             elif p.ndim == 2:
@@ -136,6 +141,14 @@ class Run:
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Log(self.work / "log.csv")
         self.timing: dict[str, float] = json.loads((self.work / "timing.json").read_text()) if (self.work / "timing.json").exists() else {}
+
+    def _note_run(self, asr_from_step: int) -> None:
+        """Each invocation's arguments and where its ASR stage started: a run resumed with other
+        `--asr-steps` follows another cosine schedule from there, and the record says so."""
+        path = self.work / "runs.json"
+        runs = json.loads(path.read_text()) if path.exists() else []
+        runs.append({"args": sys.argv[2:], "asr_from_step": asr_from_step, "asr_steps": self.config.asr.steps})
+        path.write_text(json.dumps(runs, indent=1))
 
     def _note_time(self, stage: str, seconds: float) -> None:
         self.timing[stage] = self.timing.get(stage, 0.0) + seconds
@@ -219,10 +232,11 @@ class Run:
         stage = AsrStage(model, prompt, corpus_ids, self.config)
         cfg = self.config.asr
         optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
-        step = self._resume("asr", model, optimizer, [(stage.ctc_head, "ctc_head")])
+        step = self._resume("asr", model, optimizer, [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")])
         stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, self.config.seed).batches()
         for _ in range(step):
             next(stream)
+        self._note_run(step)
         last_save, started = time.monotonic(), time.monotonic()
         audio_s = 0.0
         while step < cfg.steps:
@@ -241,13 +255,15 @@ class Run:
             if step % 10 == 0 or wer != "":
                 elapsed = self.timing.get("asr", 0) + time.monotonic() - started
                 self.log.write(stage="asr", step=step, elapsed_s=round(elapsed, 1), loss=round(float(out["loss"]), 4),
-                               ce=round(float(out["ce"]), 4), ctc=round(float(out["ctc"]), 4), lr=f"{lr_at(step, cfg):.2e}",
+                               ce=round(float(out["ce"]), 4), ctc=round(float(out["ctc"]), 4), align=round(float(out["align"]), 4),
+                               lr=f"{lr_at(step, cfg):.2e}",
                                audio_s=round(audio_s, 1), wer=wer)
                 print(f"[train] asr {step}/{cfg.steps} loss {float(out['loss']):.3f} ce {float(out['ce']):.3f} "
-                      f"ctc {float(out['ctc']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
+                      f"ctc {float(out['ctc']):.3f} align {float(out['align']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
                       file=sys.stderr, flush=True)  # fmt: skip
             if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
-                save_state(self.work / "state-asr.pt", model, optimizer, {"step": step, "ctc_head": stage.ctc_head.state_dict()})
+                save_state(self.work / "state-asr.pt", model, optimizer,
+                           {"step": step, "ctc_head": stage.ctc_head.state_dict(), "align_head": stage.align_head.state_dict()})
                 self._note_time("asr", time.monotonic() - started)
                 started = last_save = time.monotonic()
                 audio_s = 0.0
@@ -259,7 +275,7 @@ class Run:
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)
             trained = load_file(str(Path(tmp) / WEIGHTS_FILE))
-        seeded_state = load_file(str(seeded / WEIGHTS_FILE))
+        seeded_state = starting_point(load_file(str(seeded / WEIGHTS_FILE)))
         packed = pack(trained, seeded_state)
         self.out.mkdir(parents=True, exist_ok=True)
         weights = self.out / "weights.safetensors"
@@ -277,6 +293,7 @@ class Run:
                 "utterances": shards * SHARD_SIZE,
                 "held_out_voices": list(HELD_OUT_VOICES),
             },
+            "runs": json.loads((self.work / "runs.json").read_text()),
             "wall_time_s": {k: round(v) for k, v in self.timing.items()},
             "final": self._final_losses(),
             "held_out_wer_nemo": round(wer, 4),

@@ -2,7 +2,8 @@
 
 Each shard is one `.npz` holding log-mel frames (float16, what the serving preprocessor computes:
 canary_qwen.mel.LogMel with the checkpoint's filterbank), per-utterance frame offsets and lengths,
-and the target token ids. Shards are written under a temporary name and renamed, so a reader
+the target token ids, and a token label per mel frame (-1 where no word is being spoken) from
+libespeak-ng's word timings. Shards are written under a temporary name and renamed, so a reader
 only ever sees whole shards; a generator that is stopped resumes at the first missing shard.
 """
 
@@ -15,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from canary_qwen.mel import LogMel
-from export.train.speech import SAMPLE_RATE, Voice, augment, random_voice, silence, speak
+from canary_qwen.mel import LogMel, MelSettings
+from export.train.speech import SAMPLE_RATE, TimedWord, Voice, augment, random_voice, silence, speak_timed
 
 MAX_UTTERANCE_SECONDS = 30.0
 SHARD_SIZE = 256
+HOP = MelSettings().hop_length
+# A frame inside a word but this far below the utterance's loudest frame is a pause: unlabelled.
+QUIET_DB = -40.0
 
 
 class Encoder:
@@ -33,6 +37,10 @@ class Encoder:
     def __call__(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return list(encoding.ids), [tuple(o) for o in encoding.offsets]
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -40,24 +48,50 @@ class Utterance:
     text: str
     # Where each sentence's speech lies in `audio`, in seconds (for cue and cut checks).
     spans: tuple[tuple[float, float], ...]
+    words: tuple[TimedWord, ...] = ()
 
 
 def compose(sentences: Sequence[str], voice: Voice, rng: np.random.Generator) -> Utterance:
     """The sentences spoken by one voice with pauses between them, and silence around."""
     parts = [silence(rng.uniform(0.05, 0.6), rng)]
-    spans = []
-    at = parts[0].size
+    spans: list[tuple[float, float]] = []
+    words: list[TimedWord] = []
+    at, chars = parts[0].size, 0
     for i, sentence in enumerate(sentences):
         if i:
             gap = silence(rng.uniform(0.15, 0.9), rng)
             parts.append(gap)
             at += gap.size
-        speech = speak(sentence, voice)
+            chars += 1  # the joining space
+        speech, timed = speak_timed(sentence, voice)
         parts.append(speech)
         spans.append((at / SAMPLE_RATE, (at + speech.size) / SAMPLE_RATE))
+        words += [w.shifted(chars, at / SAMPLE_RATE) for w in timed]
         at += speech.size
+        chars += len(sentence)
     parts.append(silence(rng.uniform(0.05, 0.6), rng))
-    return Utterance(np.concatenate(parts), " ".join(sentences), tuple(spans))
+    return Utterance(np.concatenate(parts), " ".join(sentences), tuple(spans), tuple(words))
+
+
+def frame_labels(
+    utterance: Utterance, ids: list[int], offsets: list[tuple[int, int]], frames: int
+) -> np.ndarray:
+    """A token id per mel frame: each word's frames split evenly among the tokens that spell it
+    (punctuation gets none); -1 outside words and on quiet frames inside them."""
+    labels = np.full(frames, -1, dtype=np.int32)
+    for word in utterance.words:
+        tokens = [t for t, (a, b) in zip(ids, offsets) if a < word.end_char and b > word.start_char]
+        first = min(frames, int(np.ceil(word.start_s * SAMPLE_RATE / HOP)))
+        last = min(frames, int(word.end_s * SAMPLE_RATE / HOP))
+        if not tokens or last <= first:
+            continue
+        share = np.minimum(np.arange(last - first) * len(tokens) // (last - first), len(tokens) - 1)
+        labels[first:last] = np.asarray(tokens, dtype=np.int32)[share]
+    n = min(frames, utterance.audio.size // HOP)
+    power = np.mean(utterance.audio[: n * HOP].reshape(n, HOP).astype(np.float64) ** 2, axis=1) + 1e-12
+    quiet = 10 * np.log10(power / power.max()) < QUIET_DB
+    labels[:n][quiet] = -1
+    return labels
 
 
 def _sentence_count(rng: np.random.Generator) -> int:
@@ -86,7 +120,9 @@ def random_utterance(train: Sequence[str], rng: np.random.Generator) -> Utteranc
     return utterance
 
 
-def write_shard(path: Path, mels: list[np.ndarray], tokens: list[list[int]], texts: list[str]) -> None:
+def write_shard(
+    path: Path, mels: list[np.ndarray], tokens: list[list[int]], texts: list[str], labels: list[np.ndarray]
+) -> None:
     lengths = np.array([m.shape[1] for m in mels], dtype=np.int32)
     token_lengths = np.array([len(t) for t in tokens], dtype=np.int32)
     partial = path.with_suffix(".partial.npz")
@@ -97,6 +133,7 @@ def write_shard(path: Path, mels: list[np.ndarray], tokens: list[list[int]], tex
         tokens=np.concatenate([np.asarray(t, dtype=np.int32) for t in tokens]),
         token_lengths=token_lengths,
         texts=np.array(texts),
+        labels=np.concatenate(labels).astype(np.int32),
     )
     os.replace(partial, path)
 
@@ -108,6 +145,7 @@ class Shard:
     lengths: np.ndarray
     tokens: list[np.ndarray]
     texts: list[str]
+    labels: np.ndarray  # int32 [total_frames], a token id or -1
 
     @classmethod
     def load(cls, path: Path) -> Shard:
@@ -122,10 +160,14 @@ class Shard:
                 lengths=lengths,
                 tokens=[flat[cuts[i] : cuts[i + 1]] for i in range(len(token_lengths))],
                 texts=[str(t) for t in data["texts"]],
+                labels=data["labels"],
             )
 
     def features(self, i: int) -> np.ndarray:
         return self.mel[:, self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+    def frame_labels(self, i: int) -> np.ndarray:
+        return self.labels[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
 
 def shard_path(directory: Path, index: int) -> Path:
@@ -143,12 +185,15 @@ def generate_shards(
         if path.exists():
             continue
         rng = np.random.default_rng([seed, index])
-        mels, tokens, texts = [], [], []
+        mels, tokens, texts, labels = [], [], [], []
         for _ in range(SHARD_SIZE):
             utterance = random_utterance(train, rng)
             audio, _ = augment(utterance.audio, rng)
             mel, length = logmel([audio])
-            mels.append(mel[0, :, : int(length[0])])
-            tokens.append(encode(utterance.text))
+            frames = int(length[0])
+            mels.append(mel[0, :, :frames])
+            ids, offsets = encode.with_offsets(utterance.text)
+            tokens.append(ids)
             texts.append(utterance.text)
-        write_shard(path, mels, tokens, texts)
+            labels.append(frame_labels(utterance, ids, offsets, frames))
+        write_shard(path, mels, tokens, texts, labels)

@@ -8,6 +8,7 @@ held-out voices (two espeak accents and two voice variants) are never used in tr
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from scipy.signal import fftconvolve, resample_poly
 import soundfile
 
 from canary_qwen.mel import MelSettings
+from export.train.espeak_lib import Synthesizer
 
 SAMPLE_RATE = MelSettings().sample_rate
 
@@ -56,6 +58,54 @@ def speak(text: str, voice: Voice) -> np.ndarray:
     if rate != ESPEAK_RATE:
         raise RuntimeError(f"espeak-ng wrote {rate} Hz, expected {ESPEAK_RATE}")
     return resample_poly(pcm, SAMPLE_RATE // 50, ESPEAK_RATE // 50).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    """One spoken word: its characters in the text and its time in the audio (seconds)."""
+
+    start_char: int
+    end_char: int
+    start_s: float
+    end_s: float
+
+    def shifted(self, chars: int, seconds: float) -> TimedWord:
+        return TimedWord(self.start_char + chars, self.end_char + chars, self.start_s + seconds, self.end_s + seconds)
+
+
+_synthesizer: Synthesizer | None = None
+
+
+def _text_end(text: str, start: int, stop: int) -> int:
+    """Where the text up to `stop` ends, trailing spaces and punctuation left out."""
+    while stop > start + 1 and not text[stop - 1].isalnum():
+        stop -= 1
+    return stop
+
+
+def speak_timed(text: str, voice: Voice) -> tuple[np.ndarray, list[TimedWord]]:
+    """The same engine's speech through libespeak-ng (float32 at 16 kHz) and each word's span.
+
+    A word lasts from its start to the next word's start (the last one to the end of the
+    speech), so pauses after commas fall inside a word; frame labels gate them out by energy.
+    Its text runs on to the next word's: espeak reports "won't" as "won", and speaks an
+    unstressed word with its neighbour ("on the" is one event).
+    """
+    global _synthesizer
+    if _synthesizer is None:  # one per process: the library is process-global
+        _synthesizer = Synthesizer()
+    pcm, words = _synthesizer.speak(text, voice.name, voice.words_per_minute, voice.pitch)
+    rate = _synthesizer.sample_rate
+    loud = np.flatnonzero(np.abs(pcm) > 1e-3)
+    end = int(loud[-1]) + 1 if loud.size else pcm.size
+    starts = [w.start_sample for w in words] + [end]
+    chars = [w.start_char for w in words] + [len(text)]
+    timed = [
+        TimedWord(chars[i], _text_end(text, chars[i], chars[i + 1]), starts[i] / rate, max(starts[i], starts[i + 1]) / rate)
+        for i in range(len(words))
+    ]
+    g = math.gcd(SAMPLE_RATE, rate)
+    return resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32), timed
 
 
 def random_voice(rng: np.random.Generator) -> Voice:

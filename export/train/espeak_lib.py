@@ -1,0 +1,121 @@
+"""espeak-ng's C library through ctypes: speech with the time each word starts.
+
+The `espeak-ng` command line writes the same engine's audio but no timing. The library's
+synchronous mode hands back audio blocks with WORD events (character offset, length and the
+sample where the word starts), which give the training set word-aligned frame labels.
+Layouts and constants: /usr/include/espeak-ng/speak_lib.h (espeak-ng 1.51, Debian 12).
+The library is process-global and not thread-safe: one `Synthesizer` per process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+import numpy as np
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
+_RATE, _PITCH = 1, 3
+_POS_CHARACTER = 1
+_EE_OK = 0
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based character offset of the word
+        ("length", ctypes.c_int),  # the word's length in characters
+        ("audio_position", ctypes.c_int),  # ms
+        ("sample", ctypes.c_int),  # samples from the start of this synthesis
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
+
+
+class _VoiceSelect(ctypes.Structure):  # espeak_VOICE, as a selection by language
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+class EspeakError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Word:
+    start_char: int  # 0-based offset into the text
+    end_char: int
+    start_sample: int  # at the library's sample rate
+
+
+class Synthesizer:
+    """Speech and word start times from libespeak-ng (16-bit mono at `sample_rate`)."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self._lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise EspeakError(f"cannot load {name}: install espeak-ng (Debian: libespeak-ng1)") from e
+        self.sample_rate = int(self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_DONT_EXIT))
+        if self.sample_rate <= 0:
+            raise EspeakError(f"espeak_Initialize failed ({self.sample_rate})")
+        self._blocks: list[np.ndarray] = []
+        self._words: list[tuple[int, int, int]] = []
+        self._callback = _CALLBACK(self._on_audio)  # kept referenced: the library holds the pointer
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _on_audio(self, wav: ctypes._Pointer, samples: int, events: ctypes._Pointer) -> int:
+        if samples > 0:
+            self._blocks.append(np.ctypeslib.as_array(wav, shape=(samples,)).copy())
+        i = 0
+        while events[i].type != _EVENT_LIST_TERMINATED:
+            e = events[i]
+            if e.type == _EVENT_WORD:
+                self._words.append((e.text_position - 1, e.length, e.sample))
+            i += 1
+        return 0
+
+    def _set_voice(self, voice: str) -> None:
+        # As the espeak-ng command line does: a voice file's name first, else a language
+        # ("en-gb", "en-gb+m3"), which names most accents.
+        if self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
+            return
+        select = _VoiceSelect(languages=voice.encode())
+        if (err := self._lib.espeak_SetVoiceByProperties(ctypes.byref(select))) != _EE_OK:
+            raise EspeakError(f"no espeak-ng voice {voice!r} ({err})")
+
+    def speak(self, text: str, voice: str, words_per_minute: int, pitch: int) -> tuple[np.ndarray, list[Word]]:
+        """float32 audio in [-1, 1) and the words in the order spoken."""
+        if not text.isascii():
+            raise EspeakError("only ASCII text: word offsets are counted in characters of the UTF-8 bytes")
+        self._blocks, self._words = [], []
+        self._set_voice(voice)
+        for call, args in (
+            ("espeak_SetParameter", (_RATE, words_per_minute, 0)),
+            ("espeak_SetParameter", (_PITCH, pitch, 0)),
+        ):
+            if (err := getattr(self._lib, call)(*args)) != _EE_OK:
+                raise EspeakError(f"{call}{args} failed ({err})")
+        data = text.encode()
+        err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, 0, None, None)
+        if err != _EE_OK or self._lib.espeak_Synchronize() != _EE_OK:
+            raise EspeakError(f"espeak_Synth failed ({err}) for {text!r}")
+        audio = np.concatenate(self._blocks).astype(np.float32) / 32768 if self._blocks else np.zeros(0, np.float32)
+        return audio, [Word(c, c + n, s) for c, n, s in self._words]
