@@ -24,6 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.fixtures.audio.speech import write_wav
 from tests.fixtures.gateway import GATEWAY_API_KEY
 from tests.fixtures.realtime import SpokenScript
+from tests.fixtures.words import assert_words
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -65,7 +66,8 @@ def _captions(driver: WebDriver) -> list[tuple[str, str]]:
 
 
 def test_microphone_captions_then_a_file_with_srt_and_vtt(
-    browser: WebDriver, gateway_server: str, utterances: list, request: pytest.FixtureRequest, tmp_path: Path
+    browser: WebDriver, gateway_server: str, utterances: list, realtime_script: SpokenScript,
+    request: pytest.FixtureRequest, tmp_path: Path,
 ) -> None:
     """One page, both panels (the screenshot shows both): live captions, then a dropped file."""
     browser.get(f"{gateway_server}/")  # redirects to /demo
@@ -73,8 +75,12 @@ def test_microphone_captions_then_a_file_with_srt_and_vtt(
     browser.find_element(By.ID, "api-key").send_keys(GATEWAY_API_KEY)
     browser.find_element(By.ID, "start").click()
     WebDriverWait(browser, CAPTION_TIMEOUT_S).until(lambda d: len(_captions(d)) >= 2)
-    for time_range, text in _captions(browser):
+    captions = _captions(browser)
+    for time_range, text in captions:
         assert "–" in time_range and text  # "0:00.8–0:02.0" and the transcript (or "(no words)")
+    # The fake microphone plays the script from its start: its sentences are the first captions.
+    spoken = realtime_script.segments
+    assert_words(" ".join(s.text for s in spoken), " ".join(text for _, text in captions[: len(spoken)]))
     status = browser.find_element(By.ID, "status").text
     assert not status.startswith(("Error", "Disconnected", "No microphone")), status
     browser.find_element(By.ID, "stop").click()
@@ -85,7 +91,7 @@ def test_microphone_captions_then_a_file_with_srt_and_vtt(
         lambda d: d.find_element(By.ID, "download-vtt").get_attribute("aria-disabled") == "false"
         or d.find_element(By.ID, "file-status").text.startswith("Failed"))
     assert not browser.find_element(By.ID, "file-status").text.startswith("Failed")
-    assert browser.find_element(By.ID, "transcript").text
+    assert_words(utterances[1].text, browser.find_element(By.ID, "transcript").text)
     subtitles = {}
     for name in ("srt", "vtt"):
         link = browser.find_element(By.ID, f"download-{name}")

@@ -155,3 +155,15 @@ def test_frame_labels_follow_the_spoken_words_in_order() -> None:
     between = utterance.spans[0][1], utterance.spans[1][0]  # the pause between the sentences
     assert (labels[int(between[0] * 100) + 2 : int(between[1] * 100) - 2] == -1).all()
     assert 0.4 < float((labels >= 0).mean()) < 0.95
+
+
+def test_word_checks_judge_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`assert_words` fails a wrong transcript once a trained model is shipped, and not before."""
+    from tests.fixtures import words
+
+    monkeypatch.setattr(words, "_judged", [True])
+    words.assert_words("pass the word", "Pass the word.")
+    with pytest.raises(AssertionError, match="WER 0.67 > 0.25"):
+        words.assert_words("pass the word", "pass a bird")
+    monkeypatch.setattr(words, "_judged", [False])
+    words.assert_words("pass the word", "pass a bird")

@@ -24,6 +24,7 @@ import webvtt
 
 from tests.fixtures.audio import EncodeAudio, HostileInput, LongRecording, Utterance
 from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, run_gateway, wait_ready
+from tests.fixtures.words import assert_words
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_API_KEY}"}
 CUE_SECONDS = 7.0
@@ -33,7 +34,7 @@ DURATION_TOLERANCE_S = 0.15
 
 @pytest.fixture(scope="module")
 def utterance(utterances: list[Utterance]) -> Utterance:
-    return utterances[1]  # "The quick brown fox ..." (a few seconds)
+    return utterances[1]  # "Never be afraid to tell the world who you are." (a few seconds)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_json(openai_client: openai.OpenAI, utterance: Utterance, reference_text
     assert isinstance(result, openai.types.audio.Transcription)
     assert result.text == reference_text  # greedy decoding is deterministic
     assert result.text == result.text.strip()
+    assert_words(utterance.text, result.text)
 
 
 def test_text(openai_client: openai.OpenAI, utterance: Utterance, reference_text: str) -> None:
@@ -158,13 +160,14 @@ def test_streaming_text_format_and_sse_framing(gateway_server: str, utterance: U
     [("wav", 44100, 2), ("flac", 22050, 1), ("mp3", 44100, 2), ("ogg", 48000, 1),
      ("opus", 48000, 2), ("webm", 48000, 1), ("m4a", 44100, 2), ("mp4", 32000, 1)],
 )
-def test_every_input_format(lean_client: openai.OpenAI, encode_audio: EncodeAudio, utterance: Utterance,
+def test_every_input_format(openai_client: openai.OpenAI, encode_audio: EncodeAudio, utterance: Utterance,
                             fmt: str, rate: int, channels: int) -> None:
     path = encode_audio(utterance.path, fmt, rate=rate, channels=channels)
-    result = lean_client.audio.transcriptions.create(file=path, model=MODEL_ID, response_format="verbose_json")
+    result = openai_client.audio.transcriptions.create(file=path, model=MODEL_ID, response_format="verbose_json")
     assert result.duration == pytest.approx(utterance.duration_s, abs=DURATION_TOLERANCE_S)
     for seg in result.segments or []:
         assert 0 <= seg.start < seg.end <= result.duration + 1e-3
+    assert_words(utterance.text, result.text)
 
 
 def test_hostile_inputs(lean_gateway: GatewayProcess, hostile_inputs: list[HostileInput]) -> None:
@@ -211,6 +214,14 @@ def test_ten_minute_recording(lean_client: openai.OpenAI, long_recording: Callab
         assert inside >= 0.9 * (spoken.end_s - spoken.start_s), f"utterance at {spoken.start_s:.1f} s lost"
     assert " ".join(s.text for s in segments) == result.text
     print(f"10-minute recording: {len(segments)} segments in {elapsed:.1f} s")
+
+
+def test_long_recording_keeps_every_word(openai_client: openai.OpenAI,
+                                         long_recording: Callable[[float], LongRecording]) -> None:
+    """Pieces cut at pauses and joined again: no word lost or repeated at a cut."""
+    recording = long_recording(3)
+    result = openai_client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="json")
+    assert_words(" ".join(s.text for s in recording.segments), result.text)
 
 
 # ------------------------------------------------------------------ chat

@@ -4,7 +4,7 @@ The official `openai` SDK's realtime clients (GA `client.realtime` and `client.b
 and raw `websockets` clients stream espeak-ng speech as base64 pcm16: utterances come back
 in order with offsets where they were spoken; manual commits; every malformed event gets
 an `error` event and the session stays usable; keys are checked like HTTP.
-Words are judged in one place (`check_transcripts`), structure-only until the demo model lands.
+Words are judged in one place (`check_transcripts`, against tests/fixtures/words.py).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from canary_qwen.prompt import chat_prompt_ids, messages_json, qa_messages
 from canary_qwen.tokenizer import IM_END_ID
 from tests.fixtures.audio import Utterance
 from tests.fixtures.audio.speech import read_audio
+from tests.fixtures.words import assert_words
 
 MAX_NEW_TOKENS = 24
 SAMPLE_RATE = 16000
@@ -112,6 +113,13 @@ def test_grpc_and_http_give_the_reference_tokens(
             assert _text(over_grpc) == _text(over_http) == text.encode("utf-8")
     finally:
         http.close()
+
+
+def test_transcripts_hold_the_spoken_words(
+    grpc: grpcclient.InferenceServerClient, speech: list[np.ndarray], utterances: list[Utterance]
+) -> None:
+    for audio, utterance in zip(speech, utterances):
+        assert_words(utterance.text, _text(grpc.infer("canary_qwen", _audio_inputs(grpcclient, audio))).decode())
 
 
 def test_concurrent_requests_match_one_at_a_time_and_are_batched(
