@@ -5,6 +5,6 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.triton",
     "tests.fixtures.gateway",
+    "tests.fixtures.words",  # before realtime, which imports it
     "tests.fixtures.realtime",
-    "tests.fixtures.words",
 ]
