@@ -33,9 +33,9 @@ def test_stream_layout_marks_where_speech_ends(realtime_script: SpokenScript) ->
     clips = _clips(realtime_script)
     stream = build_stream(clips, 6.0, 1.0, 100)
     assert stream.duration_s >= 6.0
-    first_end = 500 + clips[0].size * 1000 // 16000
-    assert stream.speech_ends_ms[0] == first_end
-    assert stream.speech_ends_ms[1] == first_end + 1000 + clips[1].size * 1000 // 16000
+    lead, gap = 8000, 16000  # 0.5 s before the first clip, 1 s after each (16 kHz samples)
+    assert stream.speech_ends_ms[0] == (lead + clips[0].size) * 1000 // 16000
+    assert stream.speech_ends_ms[1] == (lead + clips[0].size + gap + clips[1].size) * 1000 // 16000
 
 
 def test_held_sessions_is_the_largest_count_under_the_limit() -> None:

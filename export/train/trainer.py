@@ -2,7 +2,10 @@
 
 Stage "text" (the real recipe's pretrained LLM, made cheap): the Qwen3 base, LoRA off, learns
 English from the corpus in Qwen3's chat format (repeat / summarise / say something), so LLM mode
-answers in English. Only the embedding rows of tokens the corpus uses are trained; the others keep
+answers in English. A share of the repeats uses the ASR prompt itself with the sentence's tokens
+where the audio goes: the base then already copies a sentence out of that position, and the ASR
+stage only has to make the audio readable there (without it, even the sentence's own embeddings
+placed there were not copied: cross-entropy above 5). Only the embedding rows of tokens the corpus uses are trained; the others keep
 their seeded values (a sampled softmax still shows them as negatives, so they stay unlikely).
 
 Stage "asr" (the real recipe): LLM base and embeddings frozen; the FastConformer encoder, the
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, chat_prompt_ids
+from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids, chat_prompt_ids
 from canary_qwen.tokenizer import IM_END_ID
 from export.train.dataset import Shard, shard_path
 
@@ -44,6 +47,7 @@ REPEAT_QUESTIONS = (
     "Summarize this in one sentence.",
 )
 FREE_PROMPTS = ("Say something.", "Tell me a saying.", "Write a sentence.", "Tell me something wise.")
+ASR_SHARE = 0.4  # of the text stage's sequences: the ASR prompt with the sentence in the audio's place
 
 
 @dataclass
@@ -118,13 +122,20 @@ class ChatExamples:
                     continue
                 at = next(i for i in range(len(ids)) if ids[i : i + len(mark)] == mark)
                 self.templates[(question, thinking)] = (ids[:at], ids[at + len(mark) :])
+        asr = asr_prompt_ids(tokenizer)
+        self.asr_template = (asr[:ASR_PLACEHOLDER_INDEX], asr[ASR_PLACEHOLDER_INDEX + 1 :])
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def __call__(self, sentence: str, other: str, rng: np.random.Generator) -> list[int]:
+        roll = rng.random()
+        if roll < ASR_SHARE:
+            head, tail = self.asr_template
+            sentence_ids = self.encode(sentence)
+            return head + sentence_ids + tail + sentence_ids + [IM_END_ID]
         thinking = None if rng.random() < 0.5 else False
-        if rng.random() < 0.8:
+        if roll < 0.8:
             question = REPEAT_QUESTIONS[int(rng.integers(len(REPEAT_QUESTIONS)))]
             head, tail = self.templates[(question, thinking)]
             sentence_ids = self.encode(sentence)
@@ -139,7 +150,8 @@ class TextStage:
     def __init__(self, model: Any, tokenizer: Any, corpus: Sequence[str], config: TrainConfig) -> None:
         self.model, self.corpus, self.config = model, corpus, config
         self.examples = ChatExamples(tokenizer)
-        used_ids = {t for head, tail in self.examples.templates.values() for t in head + tail}
+        templates = [*self.examples.templates.values(), self.examples.asr_template]
+        used_ids = {t for head, tail in templates for t in head + tail}
         used_ids |= {t for s in corpus for t in self.examples.encode(s)}
         used = sorted(used_ids | {IM_END_ID})
         self.used = torch.tensor(used, dtype=torch.long)
