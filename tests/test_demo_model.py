@@ -167,3 +167,23 @@ def test_word_checks_judge_words(monkeypatch: pytest.MonkeyPatch) -> None:
         words.assert_words("pass the word", "pass a bird")
     monkeypatch.setattr(words, "_judged", [False])
     words.assert_words("pass the word", "pass a bird")
+
+
+def test_text_stage_repeats_sentences_in_the_asr_prompt(checkpoint_dir: Path) -> None:
+    """Some text-stage sequences are the ASR prompt with the sentence where the audio goes."""
+    from transformers import AutoTokenizer
+
+    from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids
+    from canary_qwen.tokenizer import IM_END_ID
+    from export.train.trainer import ASR_SHARE, ChatExamples
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
+    examples = ChatExamples(tokenizer)
+    prompt = asr_prompt_ids(tokenizer)
+    head, tail = prompt[:ASR_PLACEHOLDER_INDEX], prompt[ASR_PLACEHOLDER_INDEX + 1 :]
+    sentence = "Pass the word."
+    ids = examples.encode(sentence)
+    rng = np.random.default_rng(0)
+    drawn = [examples(sentence, "Some remain so.", rng) for _ in range(400)]
+    in_asr_form = [d for d in drawn if d == head + ids + tail + ids + [IM_END_ID]]
+    assert abs(len(in_asr_form) / len(drawn) - ASR_SHARE) < 0.08

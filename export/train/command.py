@@ -47,6 +47,7 @@ from export.train.trainer import (
 )
 
 EVAL_SENTENCES = 4
+COPY_SENTENCES = 40
 TRAINING_CURVE = Path(__file__).resolve().parents[2] / "docs" / "training-curve.png"
 GENERATOR_NICENESS = 9
 
@@ -140,6 +141,7 @@ class Run:
             self.config.shards = args.shards
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Log(self.work / "log.csv")
+        self.copy_score: dict[str, float] = {}
         self.timing: dict[str, float] = json.loads((self.work / "timing.json").read_text()) if (self.work / "timing.json").exists() else {}
 
     def _note_run(self, asr_from_step: int) -> None:
@@ -227,6 +229,9 @@ class Run:
                 self._note_time("text", time.monotonic() - started)
                 started = last_save = time.monotonic()
         stage.finish()
+        # Training sentences: the skill measured is copying, not knowing the sentence.
+        self.copy_score = stage.copy_score(train[:COPY_SENTENCES])
+        print(f"[train] text stage: ASR-prompt copy {self.copy_score}", file=sys.stderr)
 
     def _asr_stage(self, model: Any, prompt: list[int], corpus_ids: list[int], clips: list[Any]) -> None:
         stage = AsrStage(model, prompt, corpus_ids, self.config)
@@ -296,6 +301,7 @@ class Run:
             "runs": json.loads((self.work / "runs.json").read_text()),
             "wall_time_s": {k: round(v) for k, v in self.timing.items()},
             "final": self._final_losses(),
+            "text_stage_copy": self.copy_score,
             "held_out_wer_nemo": round(wer, 4),
             "weights_sha256": sha256(weights),
             "weights_bytes": weights.stat().st_size,

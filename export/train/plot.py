@@ -29,7 +29,7 @@ def plot_curve(log: Path, out: Path) -> Path:
         wer_axis = right.twinx()
         wer_axis.plot([s for s, _ in scored], [100 * w for _, w in scored], "o-", color="tab:green", label="held-out WER")
         wer_axis.set_ylabel("held-out WER % (NeMo SALM.generate)")
-        wer_axis.legend(loc="upper center")
+        wer_axis.legend(loc="lower left")
     right.legend(loc="upper right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

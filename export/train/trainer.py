@@ -206,6 +206,29 @@ class TextStage:
         with torch.no_grad():
             self.model.embed_tokens.weight[self.used] = self.rows.detach()
 
+    @torch.no_grad()
+    def copy_score(self, sentences: Sequence[str]) -> dict[str, float]:
+        """How well the base (LoRA off) copies a sentence out of the ASR prompt's audio place:
+        teacher-forced answer tokens right, and their cross-entropy over the whole vocabulary.
+        The ASR stage builds on this skill; call after `finish`."""
+        head, tail = self.examples.asr_template
+        table = self.model.embed_tokens.weight.detach()
+        core = self.model.llm.base_model.model.model
+        right = total = 0
+        ce = 0.0
+        with self.model.llm.disable_adapter():
+            for sentence in sentences:
+                ids = self.examples.encode(sentence)
+                seq = head + ids + tail + ids + [IM_END_ID]
+                hidden = core(inputs_embeds=table[torch.tensor(seq)][None]).last_hidden_state[0]
+                first = len(head) + len(ids) + len(tail) - 1
+                logits = hidden[first : first + len(ids) + 1] @ table.T
+                target = torch.tensor([*ids, IM_END_ID])
+                right += int((logits.argmax(1) == target).sum())
+                total += len(target)
+                ce += float(F.cross_entropy(logits, target, reduction="sum"))
+        return {"copy_accuracy": round(right / total, 4), "copy_ce": round(ce / total, 4)}
+
 
 # ---------------------------------------------------------------------------------------------
 # Stage "asr"
