@@ -2,10 +2,11 @@
 
 `export/demo/weights.safetensors` holds only what training changed, in float16: every trained
 tensor whole, and of the tied token embedding only the rows training touched
-(`embed_tokens.rows` int32 + `embed_tokens.values`). Everything else is where training started: what `export tiny` draws
-from DEMO_SEED at DEMO_SIZES, with the embedding scaled by EMBED_SCALE (`starting_point`), so
-`build_demo` regenerates that and lays the shipped tensors over it. `export/demo/training.json` records how the weights were made and
-their sha256; a file that does not match it, or tensors that do not fit, stop the build.
+(`embed_tokens.rows` int32 + `embed_tokens.values`). Everything else is where training
+started: what `export tiny` draws from DEMO_SEED at DEMO_SIZES, with the embedding scaled by
+EMBED_SCALE (`starting_point`), so `build_demo` regenerates that and lays the shipped tensors
+over it. `export/demo/training.json` records how the weights were made and their sha256; a
+file that does not match it, or tensors that do not fit, stop the build.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """espeak-ng's C library through ctypes: speech with the time each word starts.
 
 The `espeak-ng` command line writes the same engine's audio but no timing. The library's
-synchronous mode hands back audio blocks with WORD events (character offset, length and the
-sample where the word starts), which give the training set word-aligned frame labels.
+synchronous mode hands back audio blocks with WORD events (character offset and the sample
+where the word starts), which give the training set word-aligned frame labels.
 Layouts and constants: /usr/include/espeak-ng/speak_lib.h (espeak-ng 1.51, Debian 12).
 The library is process-global and not thread-safe: one `Synthesizer` per process.
 """
@@ -28,7 +28,7 @@ class _Event(ctypes.Structure):
         ("type", ctypes.c_int),
         ("unique_identifier", ctypes.c_uint),
         ("text_position", ctypes.c_int),  # 1-based character offset of the word
-        ("length", ctypes.c_int),  # the word's length in characters
+        ("length", ctypes.c_int),  # the word's length in characters (espeak's idea of a word)
         ("audio_position", ctypes.c_int),  # ms
         ("sample", ctypes.c_int),  # samples from the start of this synthesis
         ("user_data", ctypes.c_void_p),
@@ -60,7 +60,6 @@ class EspeakError(RuntimeError):
 @dataclass(frozen=True)
 class Word:
     start_char: int  # 0-based offset into the text
-    end_char: int
     start_sample: int  # at the library's sample rate
 
 
@@ -73,11 +72,14 @@ class Synthesizer:
             self._lib = ctypes.CDLL(name)
         except OSError as e:
             raise EspeakError(f"cannot load {name}: install espeak-ng (Debian: libespeak-ng1)") from e
+        # espeak_Synth(text, size_t size, position, position_type, end_position, flags, *id, *user)
+        self._lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.sample_rate = int(self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_DONT_EXIT))
         if self.sample_rate <= 0:
             raise EspeakError(f"espeak_Initialize failed ({self.sample_rate})")
         self._blocks: list[np.ndarray] = []
-        self._words: list[tuple[int, int, int]] = []
+        self._words: list[Word] = []
         self._callback = _CALLBACK(self._on_audio)  # kept referenced: the library holds the pointer
         self._lib.espeak_SetSynthCallback(self._callback)
 
@@ -88,7 +90,7 @@ class Synthesizer:
         while events[i].type != _EVENT_LIST_TERMINATED:
             e = events[i]
             if e.type == _EVENT_WORD:
-                self._words.append((e.text_position - 1, e.length, e.sample))
+                self._words.append(Word(e.text_position - 1, e.sample))
             i += 1
         return 0
 
@@ -107,15 +109,12 @@ class Synthesizer:
             raise EspeakError("only ASCII text: word offsets are counted in characters of the UTF-8 bytes")
         self._blocks, self._words = [], []
         self._set_voice(voice)
-        for call, args in (
-            ("espeak_SetParameter", (_RATE, words_per_minute, 0)),
-            ("espeak_SetParameter", (_PITCH, pitch, 0)),
-        ):
-            if (err := getattr(self._lib, call)(*args)) != _EE_OK:
-                raise EspeakError(f"{call}{args} failed ({err})")
+        for parameter, value in ((_RATE, words_per_minute), (_PITCH, pitch)):
+            if (err := self._lib.espeak_SetParameter(parameter, value, 0)) != _EE_OK:
+                raise EspeakError(f"espeak_SetParameter({parameter}, {value}) failed ({err})")
         data = text.encode()
         err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, 0, None, None)
         if err != _EE_OK or self._lib.espeak_Synchronize() != _EE_OK:
             raise EspeakError(f"espeak_Synth failed ({err}) for {text!r}")
         audio = np.concatenate(self._blocks).astype(np.float32) / 32768 if self._blocks else np.zeros(0, np.float32)
-        return audio, [Word(c, c + n, s) for c, n, s in self._words]
+        return audio, list(self._words)
