@@ -62,7 +62,8 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    text: StageConfig = field(default_factory=lambda: StageConfig(steps=1200, peak_lr=3e-3, warmup=40, batch=24))
+    # 4,000 text steps: the base copies 78 % of a sentence out of the ASR prompt (53 % after 1,200).
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=4000, peak_lr=3e-3, warmup=40, batch=24))
     asr: StageConfig = field(
         default_factory=lambda: StageConfig(steps=5500, peak_lr=2e-3, warmup=200, batch=3200)
     )
