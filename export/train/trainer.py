@@ -5,7 +5,8 @@ English from the corpus in Qwen3's chat format (repeat / summarise / say somethi
 answers in English. A share of the repeats uses the ASR prompt itself with the sentence's tokens
 where the audio goes: the base then already copies a sentence out of that position, and the ASR
 stage only has to make the audio readable there (without it, even the sentence's own embeddings
-placed there were not copied: cross-entropy above 5). Only the embedding rows of tokens the corpus uses are trained; the others keep
+placed there were not copied: cross-entropy above 5). Only the embedding rows of tokens the
+corpus uses are trained; the others keep
 their seeded values (a sampled softmax still shows them as negatives, so they stay unlikely).
 
 Stage "asr" (the real recipe): LLM base and embeddings frozen; the FastConformer encoder, the
@@ -129,12 +130,15 @@ class ChatExamples:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def asr_form(self, ids: list[int]) -> list[int]:
+        """The ASR prompt with the sentence's ids in the audio's place, then the sentence again."""
+        head, tail = self.asr_template
+        return head + ids + tail + ids + [IM_END_ID]
+
     def __call__(self, sentence: str, other: str, rng: np.random.Generator) -> list[int]:
         roll = rng.random()
         if roll < ASR_SHARE:
-            head, tail = self.asr_template
-            sentence_ids = self.encode(sentence)
-            return head + sentence_ids + tail + sentence_ids + [IM_END_ID]
+            return self.asr_form(self.encode(sentence))
         thinking = None if rng.random() < 0.5 else False
         if roll < 0.8:
             question = REPEAT_QUESTIONS[int(rng.integers(len(REPEAT_QUESTIONS)))]
@@ -214,15 +218,16 @@ class TextStage:
         The ASR stage builds on this skill; call after `finish`."""
         head, tail = self.examples.asr_template
         table = self.model.embed_tokens.weight.detach()
+        first_offset = len(head) + len(tail) - 1  # + the sentence: the position before the answer
         core = self.model.llm.base_model.model.model
         right = total = 0
         ce = 0.0
         with self.model.llm.disable_adapter():
             for sentence in sentences:
                 ids = self.examples.encode(sentence)
-                seq = head + ids + tail + ids + [IM_END_ID]
+                seq = self.examples.asr_form(ids)
                 hidden = core(inputs_embeds=table[torch.tensor(seq)][None]).last_hidden_state[0]
-                first = len(head) + len(ids) + len(tail) - 1
+                first = first_offset + len(ids)
                 logits = hidden[first : first + len(ids) + 1] @ table.T
                 target = torch.tensor([*ids, IM_END_ID])
                 right += int((logits.argmax(1) == target).sum())
@@ -352,9 +357,10 @@ class AsrStage:
             mel[i, :, : m.shape[1]] = torch.from_numpy(m.astype(np.float32))
         mel = spec_augment(mel, lengths, rng)
         encoded, enc_len = self.model.perception.encoder(audio_signal=mel, length=lengths)
-        audio = self.model.perception.proj(encoded.transpose(1, 2))  # identity adapter
-        ctc = self._ctc(encoded.transpose(1, 2), enc_len, [t for _, t, _ in items])
-        align = self._align(encoded.transpose(1, 2), enc_len, [f for _, _, f in items])
+        frames = encoded.transpose(1, 2)
+        audio = self.model.perception.proj(frames)  # identity adapter
+        ctc = self._ctc(frames, enc_len, [t for _, t, _ in items])
+        align = self._align(frames, enc_len, [f for _, _, f in items])
 
         p = ASR_PLACEHOLDER_INDEX
         before, after = self.table[self.prompt[:p]], self.table[self.prompt[p + 1 :]]
