@@ -261,10 +261,11 @@ class Run:
                 elapsed = self.timing.get("asr", 0) + time.monotonic() - started
                 self.log.write(stage="asr", step=step, elapsed_s=round(elapsed, 1), loss=round(float(out["loss"]), 4),
                                ce=round(float(out["ce"]), 4), ctc=round(float(out["ctc"]), 4), align=round(float(out["align"]), 4),
+                               match=round(float(out["match"]), 4),
                                lr=f"{lr_at(step, cfg):.2e}",
                                audio_s=round(audio_s, 1), wer=wer)
                 print(f"[train] asr {step}/{cfg.steps} loss {float(out['loss']):.3f} ce {float(out['ce']):.3f} "
-                      f"ctc {float(out['ctc']):.3f} align {float(out['align']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
+                      f"ctc {float(out['ctc']):.3f} align {float(out['align']):.3f} match {float(out['match']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
                       file=sys.stderr, flush=True)  # fmt: skip
             if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
                 save_state(self.work / "state-asr.pt", model, optimizer,

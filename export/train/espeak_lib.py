@@ -89,7 +89,9 @@ class Synthesizer:
         i = 0
         while events[i].type != _EVENT_LIST_TERMINATED:
             e = events[i]
-            if e.type == _EVENT_WORD:
+            # Text positions count from 1; espeak also sends a WORD event at position 0 after
+            # some sentences' last word, which is no word.
+            if e.type == _EVENT_WORD and e.text_position > 0:
                 self._words.append(Word(e.text_position - 1, e.sample))
             i += 1
         return 0

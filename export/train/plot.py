@@ -23,6 +23,9 @@ def plot_curve(log: Path, out: Path) -> Path:
     right.plot(steps, [float(r["ce"]) for r in asr], label="LLM cross-entropy", color="tab:orange")
     right.plot(steps, [float(r["ctc"]) for r in asr], label="auxiliary CTC", color="tab:gray", alpha=0.6)
     right.plot(steps, [float(r["align"]) for r in asr], label="auxiliary per-frame tokens", color="tab:purple", alpha=0.6)
+    matched = [(int(r["step"]), float(r["match"])) for r in asr if r.get("match")]
+    if matched:
+        right.plot([s for s, _ in matched], [v for _, v in matched], label="auxiliary frame-to-sketch distance", color="tab:red", alpha=0.6)
     right.set(title="stage asr: encoder, projection, LoRA", xlabel="step", ylabel="loss", yscale="log")
     scored = [(int(r["step"]), float(r["wer"])) for r in asr if r["wer"]]
     if scored:

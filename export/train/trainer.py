@@ -2,19 +2,22 @@
 
 Stage "text" (the real recipe's pretrained LLM, made cheap): the Qwen3 base, LoRA off, learns
 English from the corpus in Qwen3's chat format (repeat / summarise / say something), so LLM mode
-answers in English. A share of the repeats uses the ASR prompt itself with the sentence's tokens
-where the audio goes: the base then already copies a sentence out of that position, and the ASR
-stage only has to make the audio readable there (without it, even the sentence's own embeddings
-placed there were not copied: cross-entropy above 5). Only the embedding rows of tokens the
-corpus uses are trained; the others keep
-their seeded values (a sampled softmax still shows them as negatives, so they stay unlikely).
+answers in English. A share of the sequences is the ASR prompt itself with a stand-in for the
+audio where the audio goes (`SpeechSketch`: each token's embedding held for as many 80 ms frames
+as espeak takes to say it, silence frames, noise): the base learns to read a sentence out of
+frames shaped like the encoder's, which is cheap here and slow through the encoder (with one
+clean embedding per token instead, the ASR stage's LLM loss stalled near 2.3 after 3,000 steps).
+Only the embedding rows of tokens the corpus uses are trained; the others keep their seeded
+values (a sampled softmax still shows them as negatives, so they stay unlikely).
 
 Stage "asr" (the real recipe): LLM base and embeddings frozen; the FastConformer encoder, the
 projection and LoRA on q/v learn transcription with the 15-token ASR prompt. The loss scores every
-token of the corpus (plus sampled others) at each target position. Two auxiliary heads on the
-encoder (dropped after training) teach it what was said where: CTC over the tokens, and a
-per-frame token classifier on espeak's word timings. Without the aligned one every encoder
-trained here from scratch sat for thousands of steps at the tokens' unigram entropy.
+token of the corpus (plus sampled others) at each target position. Auxiliary losses on espeak's
+word timings teach the encoder what was said where: the projection's output at each frame is
+drawn towards the embedding the text stage put there (the token spoken, or silence), and two
+heads dropped after training add CTC over the tokens and a per-frame token classifier. Without
+an aligned loss every encoder trained here from scratch sat for thousands of steps at the
+tokens' unigram entropy.
 
 Both stages are step-based and draw their data from (seed, step) only, so a run is reproducible
 and a checkpoint resumes exactly where it stopped.
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids, chat_prompt_ids
-from canary_qwen.tokenizer import IM_END_ID
+from canary_qwen.tokenizer import ENDOFTEXT_ID, IM_END_ID
 from export.train.dataset import Shard, shard_path
 
 REPEAT_QUESTIONS = (
@@ -48,7 +51,9 @@ REPEAT_QUESTIONS = (
     "Summarize this in one sentence.",
 )
 FREE_PROMPTS = ("Say something.", "Tell me a saying.", "Write a sentence.", "Tell me something wise.")
-ASR_SHARE = 0.4  # of the text stage's sequences: the ASR prompt with the sentence in the audio's place
+ASR_SHARE = 0.5  # of the text stage's sequences: the ASR prompt with a sketch of the audio
+SILENCE_ID = ENDOFTEXT_ID  # whose embedding stands for a frame where nothing is said
+FRAME_S = 0.08  # one encoder frame: 10 ms mel hop x 8x subsampling
 
 
 @dataclass
@@ -64,12 +69,15 @@ class StageConfig:
 class TrainConfig:
     seed: int = 0
     # 4,000 text steps: the base copies 78 % of a sentence out of the ASR prompt (53 % after 1,200).
-    text: StageConfig = field(default_factory=lambda: StageConfig(steps=4000, peak_lr=3e-3, warmup=40, batch=24))
+    text: StageConfig = field(default_factory=lambda: StageConfig(steps=10000, peak_lr=3e-3, warmup=40, batch=24))
     asr: StageConfig = field(
-        default_factory=lambda: StageConfig(steps=5500, peak_lr=2e-3, warmup=200, batch=3200)
+        default_factory=lambda: StageConfig(steps=4000, peak_lr=2e-3, warmup=200, batch=3200)
     )
     ctc_weight: float = 0.3
     align_weight: float = 1.0
+    match_weight: float = 1.0
+    sketch_noise: float = 0.5  # the most Gaussian noise on sketch frames, relative to their RMS
+    sketch_swap: float = 0.05  # share of sketch frames swapped for another token (misheard)
     ctc_classes: int = 4096
     shards: int = 64
     checkpoint_every_s: float = 300.0
@@ -87,7 +95,7 @@ def lr_at(step: int, stage: StageConfig) -> float:
 class Log:
     """One CSV row per logged step; the training curve is drawn from it."""
 
-    FIELDS = ("stage", "step", "elapsed_s", "loss", "ce", "ctc", "align", "lr", "audio_s", "wer")
+    FIELDS = ("stage", "step", "elapsed_s", "loss", "ce", "ctc", "align", "match", "lr", "audio_s", "wer")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -105,6 +113,52 @@ class Log:
 
 
 _MARK = "XYZZY"
+# espeak's speaking rates in training (export/train/speech.py random_voice) and how long it takes
+# over a character at 160 words a minute (about 0.375 s for a word of 4.7 letters and a space).
+RATES_WPM = (120, 221)
+SECONDS_PER_CHAR = 0.066
+
+
+class SpeechSketch:
+    """What the encoder should put where the audio goes, drawn from text: each word held for as
+    many 80 ms frames as espeak takes to say it, split evenly among its tokens (as
+    `dataset.frame_labels` labels real speech), silence around the sentence, a pause after some
+    punctuation (which gets no frames of its own) and a few quiet frames inside words."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._pieces: dict[int, str] = {}
+
+    def _piece(self, token: int) -> str:
+        if token not in self._pieces:
+            self._pieces[token] = self.tokenizer.decode([token])
+        return self._pieces[token]
+
+    def words(self, ids: Sequence[int]) -> list[list[int]]:
+        """Tokens grouped by spoken word; punctuation alone (it is not spoken)."""
+        out: list[list[int]] = []
+        for token in ids:
+            piece = self._piece(token)
+            spoken = any(c.isalnum() for c in piece)
+            if out and spoken and not piece[:1].isspace() and any(c.isalnum() for c in self._piece(out[-1][-1])):
+                out[-1].append(token)
+            else:
+                out.append([token])
+        return out
+
+    def __call__(self, ids: Sequence[int], rng: np.random.Generator) -> list[int]:
+        per_char = SECONDS_PER_CHAR / FRAME_S * 160 / int(rng.integers(*RATES_WPM))
+        frames = [SILENCE_ID] * int(rng.integers(0, 8))
+        for word in self.words(ids):
+            if not any(c.isalnum() for c in self._piece(word[0])):
+                if rng.random() < 0.5:
+                    frames += [SILENCE_ID] * int(rng.integers(1, 6))
+                continue
+            chars = sum(len(self._piece(t).strip()) for t in word)
+            n = max(len(word), round(chars * per_char * rng.uniform(0.8, 1.25)))
+            for f in range(n):
+                frames.append(SILENCE_ID if rng.random() < 0.04 else word[f * len(word) // n])
+        return frames + [SILENCE_ID] * int(rng.integers(0, 8))
 
 
 class ChatExamples:
@@ -113,6 +167,7 @@ class ChatExamples:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self.sketch = SpeechSketch(tokenizer)
         mark = self.encode(_MARK)
         self.templates: dict[tuple[str, bool | None], tuple[list[int], list[int]]] = {}
         for question in (*REPEAT_QUESTIONS, *FREE_PROMPTS):
@@ -130,23 +185,26 @@ class ChatExamples:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def asr_form(self, ids: list[int]) -> list[int]:
-        """The ASR prompt with the sentence's ids in the audio's place, then the sentence again."""
+    def asr_form(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], slice]:
+        """The ASR prompt with a sketch of the sentence's audio in the audio's place, then the
+        sentence; and where the sketch lies."""
         head, tail = self.asr_template
-        return head + ids + tail + ids + [IM_END_ID]
+        frames = self.sketch(ids, rng)
+        return head + frames + tail + ids + [IM_END_ID], slice(len(head), len(head) + len(frames))
 
-    def __call__(self, sentence: str, other: str, rng: np.random.Generator) -> list[int]:
+    def __call__(self, sentence: str, other: str, rng: np.random.Generator) -> tuple[list[int], slice]:
+        """A sequence and where its audio sketch lies (an empty slice when it has none)."""
         roll = rng.random()
         if roll < ASR_SHARE:
-            return self.asr_form(self.encode(sentence))
+            return self.asr_form(self.encode(sentence), rng)
         thinking = None if rng.random() < 0.5 else False
-        if roll < 0.8:
+        if roll < ASR_SHARE + (1 - ASR_SHARE) / 2:  # the rest: repeats and free prompts alike
             question = REPEAT_QUESTIONS[int(rng.integers(len(REPEAT_QUESTIONS)))]
             head, tail = self.templates[(question, thinking)]
             sentence_ids = self.encode(sentence)
-            return head + sentence_ids + tail + sentence_ids + [IM_END_ID]
+            return head + sentence_ids + tail + sentence_ids + [IM_END_ID], slice(0, 0)
         head, _ = self.templates[(FREE_PROMPTS[int(rng.integers(len(FREE_PROMPTS)))], thinking)]
-        return head + self.encode(other) + [IM_END_ID]
+        return head + self.encode(other) + [IM_END_ID], slice(0, 0)
 
 
 class TextStage:
@@ -158,7 +216,7 @@ class TextStage:
         templates = [*self.examples.templates.values(), self.examples.asr_template]
         used_ids = {t for head, tail in templates for t in head + tail}
         used_ids |= {t for s in corpus for t in self.examples.encode(s)}
-        used = sorted(used_ids | {IM_END_ID})
+        used = sorted(used_ids | {IM_END_ID, SILENCE_ID})
         self.used = torch.tensor(used, dtype=torch.long)
         vocab = model.embed_tokens.weight.shape[0]
         self.compact = torch.full((vocab,), -1, dtype=torch.long)
@@ -172,29 +230,38 @@ class TextStage:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [self.rows, *self.base]
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids (-1 padding), their mask, and per sequence the noise level of each
+        position (0 outside the audio sketch)."""
         rng = np.random.default_rng([self.config.seed, 2, step])
         n = len(self.corpus)
-        seqs = [
+        drawn = [
             self.examples(self.corpus[int(i)], self.corpus[int(j)], rng)
             for i, j in rng.integers(n, size=(self.config.text.batch, 2))
         ]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), -1, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-        return ids, ids >= 0
+        width = max(len(s) for s, _ in drawn)
+        ids = torch.full((len(drawn), width), -1, dtype=torch.long)
+        noise = torch.zeros(len(drawn), width)
+        for i, (seq, sketch) in enumerate(drawn):
+            for at in range(sketch.start, sketch.stop):  # misheard frames
+                if seq[at] != SILENCE_ID and rng.random() < self.config.sketch_swap:
+                    seq[at] = int(self.used[int(rng.integers(len(self.used)))])
+            ids[i, : len(seq)] = torch.tensor(seq)
+            noise[i, sketch] = float(rng.uniform(0, self.config.sketch_noise))
+        return ids, ids >= 0, noise
 
     def loss(self, step: int) -> dict[str, torch.Tensor]:
-        ids, mask = self.batch(step)
+        ids, mask, noise = self.batch(step)
         compact = self.compact[ids.clamp(min=0)]
         embeds = self.rows[compact]
+        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        rms = embeds.detach().pow(2).mean(-1, keepdim=True).sqrt()
+        embeds = embeds + noise[..., None] * rms * torch.randn(embeds.shape, generator=rng)
         core = self.model.llm.base_model.model.model
         with self.model.llm.disable_adapter():
             hidden = core(inputs_embeds=embeds, attention_mask=mask.long()).last_hidden_state
         h = hidden[:, :-1][mask[:, 1:]]
         targets = compact[:, 1:][mask[:, 1:]]
-        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
         in_batch = torch.unique(targets)
         extra = torch.randint(len(self.used), (self.config.text.negatives,), generator=rng)
         cand = torch.unique(torch.cat([in_batch, extra]))
@@ -213,21 +280,20 @@ class TextStage:
 
     @torch.no_grad()
     def copy_score(self, sentences: Sequence[str]) -> dict[str, float]:
-        """How well the base (LoRA off) copies a sentence out of the ASR prompt's audio place:
+        """How well the base (LoRA off) reads a sentence out of a clean audio sketch:
         teacher-forced answer tokens right, and their cross-entropy over the whole vocabulary.
         The ASR stage builds on this skill; call after `finish`."""
-        head, tail = self.examples.asr_template
+        rng = np.random.default_rng([self.config.seed, 6])
         table = self.model.embed_tokens.weight.detach()
-        first_offset = len(head) + len(tail) - 1  # + the sentence: the position before the answer
         core = self.model.llm.base_model.model.model
         right = total = 0
         ce = 0.0
         with self.model.llm.disable_adapter():
             for sentence in sentences:
                 ids = self.examples.encode(sentence)
-                seq = self.examples.asr_form(ids)
+                seq, _ = self.examples.asr_form(ids, rng)
                 hidden = core(inputs_embeds=table[torch.tensor(seq)][None]).last_hidden_state[0]
-                first = first_offset + len(ids)
+                first = len(seq) - len(ids) - 2  # the position before the answer
                 logits = hidden[first : first + len(ids) + 1] @ table.T
                 target = torch.tensor([*ids, IM_END_ID])
                 right += int((logits.argmax(1) == target).sum())
@@ -360,7 +426,9 @@ class AsrStage:
         frames = encoded.transpose(1, 2)
         audio = self.model.perception.proj(frames)  # identity adapter
         ctc = self._ctc(frames, enc_len, [t for _, t, _ in items])
-        align = self._align(frames, enc_len, [f for _, _, f in items])
+        spoken = self._frame_tokens(frames.shape[1], enc_len, [f for _, _, f in items])
+        align = self._align(frames, spoken)
+        match = self._match(audio, spoken)
 
         p = ASR_PLACEHOLDER_INDEX
         before, after = self.table[self.prompt[:p]], self.table[self.prompt[p + 1 :]]
@@ -385,19 +453,33 @@ class AsrStage:
         neg = self.unused[torch.randint(len(self.unused), (self.config.asr.negatives,), generator=rng)]
         logits = h @ torch.cat([self.table[self.cand], self.table[neg]]).T
         ce = F.cross_entropy(logits, self.where[label])
-        loss = ce + self.config.ctc_weight * ctc + self.config.align_weight * align
-        return {"loss": loss, "ce": ce, "ctc": ctc, "align": align, "audio_s": torch.tensor(float(lengths.sum()) / 100)}
+        loss = ce + self.config.ctc_weight * ctc + self.config.align_weight * align + self.config.match_weight * match
+        return {"loss": loss, "ce": ce, "ctc": ctc, "align": align, "match": match,
+                "audio_s": torch.tensor(float(lengths.sum()) / 100)}  # fmt: skip
 
-    def _align(self, encoded: torch.Tensor, enc_len: torch.Tensor, frame_labels: list[np.ndarray]) -> torch.Tensor:
-        """Cross-entropy of each encoder frame against the token spoken at its centre (blank
-        where none is)."""
-        target = torch.full(encoded.shape[:2], -100, dtype=torch.long)
+    def _frame_tokens(self, width: int, enc_len: torch.Tensor, frame_labels: list[np.ndarray]) -> torch.Tensor:
+        """The token spoken at each encoder frame's centre, SILENCE_ID where none is, -1 past
+        the end."""
+        out = torch.full((len(frame_labels), width), -1, dtype=torch.long)
         for i, labels in enumerate(frame_labels):
             n = int(enc_len[i])
             centre = np.minimum(np.arange(n) * self.subsampling + self.subsampling // 2, labels.size - 1)
             picked = torch.from_numpy(labels[centre].astype(np.int64))
-            target[i, :n] = torch.where(picked >= 0, self.ctc_class[picked.clamp(min=0)], 0)  # silence: blank
+            out[i, :n] = torch.where(picked >= 0, picked, SILENCE_ID)
+        return out
+
+    def _align(self, encoded: torch.Tensor, spoken: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each encoder frame against the token spoken there (blank: silence)."""
+        target = torch.where(spoken == SILENCE_ID, 0, self.ctc_class[spoken.clamp(min=0)])
+        target = torch.where(spoken < 0, -100, target)
         return F.cross_entropy(self.align_head(encoded).flatten(0, 1), target.flatten(), ignore_index=-100)
+
+    def _match(self, audio: torch.Tensor, spoken: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each projected frame from the embedding the text stage's sketch
+        puts there, relative to that embedding's size."""
+        valid = spoken >= 0
+        target = self.table[spoken[valid]]
+        return ((audio[valid] - target).pow(2).sum(-1) / target.pow(2).sum(-1)).mean()
 
     def _ctc(self, encoded: torch.Tensor, enc_len: torch.Tensor, tokens: list[np.ndarray]) -> torch.Tensor:
         log_probs = F.log_softmax(self.ctc_head(encoded), dim=-1).transpose(0, 1)
