@@ -52,8 +52,17 @@ def _copy_configs(src: Path, dst: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_tensors(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint_dir / "model.safetensors"))
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `export tiny` draws at its default sizes, whose shapes the tests below spell out (the
+    session's `checkpoint_dir` is the trained demo model once that is shipped)."""
+    from export.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "checkpoint", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_tensors(tiny_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(tiny_dir / "model.safetensors"))
 
 
 def _write_variant(checkpoint_dir: Path, out: Path, tensors: dict[str, torch.Tensor]) -> Path:
@@ -90,14 +99,14 @@ def test_real_canary_qwen_config_gives_the_hub_tensor_count(checkpoint_dir: Path
     assert required["perception.encoder.pre_encode.out.weight"] == (1024, 256 * 16)
 
 
-def test_real_layout_bf16_checkpoint_loads_and_builds(checkpoint_dir: Path, tmp_path: Path) -> None:
+def test_real_layout_bf16_checkpoint_loads_and_builds(tiny_dir: Path, tmp_path: Path) -> None:
     """A hub-layout checkpoint with other tiny sizes, random bf16 values, no BatchNorm counters and no
     tokenizer files goes through the same loading and export path."""
     from nemo.collections.speechlm2.models import SALM
 
     sizes = replace(TinySizes(), encoder_layers=3, encoder_d_model=64, llm_layers=3, lora_r=8, lora_alpha=16)
     src = tmp_path / "src"
-    _copy_configs(checkpoint_dir, src)
+    _copy_configs(tiny_dir, src)
     llm_cfg = json.loads((src / "llm_backbone" / "config.json").read_text())
     llm_cfg.update(num_hidden_layers=3, max_window_layers=3)
     (src / "llm_backbone" / "config.json").write_text(json.dumps(llm_cfg))
@@ -111,7 +120,7 @@ def test_real_layout_bf16_checkpoint_loads_and_builds(checkpoint_dir: Path, tmp_
     tensors["perception.encoder.layers.0.conv.batch_norm.running_var"] = torch.ones(64, dtype=torch.bfloat16)
     real = tmp_path / "real"
     real.mkdir()
-    cfg = json.loads((checkpoint_dir / "config.json").read_text())
+    cfg = json.loads((tiny_dir / "config.json").read_text())
     cfg["perception"]["encoder"].update(n_layers=3, d_model=64)
     cfg["perception"]["modality_adapter"]["d_model"] = 64
     cfg["lora"].update(r=8, lora_alpha=16)
@@ -130,32 +139,32 @@ def test_real_layout_bf16_checkpoint_loads_and_builds(checkpoint_dir: Path, tmp_
     assert "lm_head.weight" not in folded  # tied to the embeddings, as in Qwen3-1.7B
 
 
-def test_missing_tensor_is_named(checkpoint_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_missing_tensor_is_named(tiny_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
     gone = "llm.base_model.model.model.layers.1.self_attn.v_proj.lora_B.default.weight"
     broken = {k: v for k, v in tiny_tensors.items() if k != gone}
     with pytest.raises(CheckpointError, match=r"1 missing: " + gone.replace(".", r"\.")):
-        load_checkpoint(_write_variant(checkpoint_dir, tmp_path / "c", broken))
+        load_checkpoint(_write_variant(tiny_dir, tmp_path / "c", broken))
 
 
-def test_unexpected_tensor_is_named(checkpoint_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_unexpected_tensor_is_named(tiny_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
     extra = {**tiny_tensors, "perception.encoder.layers.2.norm_out.weight": torch.ones(96)}
     with pytest.raises(CheckpointError, match=r"1 unexpected: perception\.encoder\.layers\.2\.norm_out\.weight"):
-        load_checkpoint(_write_variant(checkpoint_dir, tmp_path / "c", extra))
+        load_checkpoint(_write_variant(tiny_dir, tmp_path / "c", extra))
 
 
-def test_misshaped_tensor_is_named(checkpoint_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_misshaped_tensor_is_named(tiny_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
     bad = dict(tiny_tensors)
     bad["perception.proj.weight"] = torch.zeros(64, 95)
     with pytest.raises(CheckpointError, match=r"perception\.proj\.weight: \[64, 95\] != expected \[64, 96\]"):
-        load_checkpoint(_write_variant(checkpoint_dir, tmp_path / "c", bad))
+        load_checkpoint(_write_variant(tiny_dir, tmp_path / "c", bad))
 
 
-def test_all_problems_in_one_error(checkpoint_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_all_problems_in_one_error(tiny_dir: Path, tiny_tensors: dict[str, torch.Tensor], tmp_path: Path) -> None:
     bad = {k: v for k, v in tiny_tensors.items() if k != "embed_tokens.weight"}
     bad["extra.weight"] = torch.zeros(1)
     bad["perception.proj.bias"] = torch.zeros(3)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(_write_variant(checkpoint_dir, tmp_path / "c", bad))
+        load_checkpoint(_write_variant(tiny_dir, tmp_path / "c", bad))
     message = str(info.value)
     assert "missing: embed_tokens.weight" in message and "unexpected: extra.weight" in message
     assert "perception.proj.bias: [3] != expected [64]" in message
@@ -172,13 +181,13 @@ def test_missing_files_are_reported(checkpoint_dir: Path, tmp_path: Path) -> Non
         load_checkpoint(tmp_path / "c")
 
 
-def test_tiny_checkpoint_is_deterministic_from_its_seed(checkpoint_dir: Path, tmp_path: Path) -> None:
+def test_tiny_checkpoint_is_deterministic_from_its_seed(tiny_dir: Path, tmp_path: Path) -> None:
     from export.tiny import build_tiny
 
     rebuilt = load_checkpoint(build_tiny(tmp_path / "again", seed=0))
-    assert rebuilt.sha256() == load_checkpoint(checkpoint_dir).sha256()
+    assert rebuilt.sha256() == load_checkpoint(tiny_dir).sha256()
     assert json.loads((tmp_path / "again" / "config.json").read_text()) == json.loads(
-        (checkpoint_dir / "config.json").read_text()
+        (tiny_dir / "config.json").read_text()
     )
 
 

@@ -108,11 +108,14 @@ def speak_timed(text: str, voice: Voice) -> tuple[np.ndarray, list[TimedWord]]:
     return resample_poly(pcm, SAMPLE_RATE // g, rate // g).astype(np.float32), timed
 
 
+TRAIN_RATES_WPM = (120, 221)  # espeak's speaking rates in training, [low, high)
+
+
 def random_voice(rng: np.random.Generator) -> Voice:
     accent = TRAIN_ACCENTS[rng.integers(len(TRAIN_ACCENTS))]
     variant = TRAIN_VARIANTS[rng.integers(len(TRAIN_VARIANTS))]
     name = f"{accent}+{variant}" if variant else accent
-    return Voice(name, words_per_minute=int(rng.integers(120, 221)), pitch=int(rng.integers(15, 86)))
+    return Voice(name, words_per_minute=int(rng.integers(*TRAIN_RATES_WPM)), pitch=int(rng.integers(15, 86)))
 
 
 def silence(seconds: float, rng: np.random.Generator) -> np.ndarray:

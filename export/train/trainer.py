@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids, chat_prompt_ids
 from canary_qwen.tokenizer import ENDOFTEXT_ID, IM_END_ID
 from export.train.dataset import Shard, shard_path
+from export.train.speech import TRAIN_RATES_WPM
 
 REPEAT_QUESTIONS = (
     "Repeat the text.",
@@ -68,7 +69,7 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     seed: int = 0
-    # 4,000 text steps: the base copies 78 % of a sentence out of the ASR prompt (53 % after 1,200).
+    # Reading a sketch is slower to learn than copying clean tokens (47 % at 2,920 of 5,000 steps).
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=10000, peak_lr=3e-3, warmup=40, batch=24))
     asr: StageConfig = field(
         default_factory=lambda: StageConfig(steps=4000, peak_lr=2e-3, warmup=200, batch=3200)
@@ -113,9 +114,8 @@ class Log:
 
 
 _MARK = "XYZZY"
-# espeak's speaking rates in training (export/train/speech.py random_voice) and how long it takes
-# over a character at 160 words a minute (about 0.375 s for a word of 4.7 letters and a space).
-RATES_WPM = (120, 221)
+# How long espeak takes over a character at 160 words a minute (about 0.375 s for a word of 4.7
+# letters and a space); training voices speak at TRAIN_RATES_WPM.
 SECONDS_PER_CHAR = 0.066
 
 
@@ -147,7 +147,7 @@ class SpeechSketch:
         return out
 
     def __call__(self, ids: Sequence[int], rng: np.random.Generator) -> list[int]:
-        per_char = SECONDS_PER_CHAR / FRAME_S * 160 / int(rng.integers(*RATES_WPM))
+        per_char = SECONDS_PER_CHAR / FRAME_S * 160 / int(rng.integers(*TRAIN_RATES_WPM))
         frames = [SILENCE_ID] * int(rng.integers(0, 8))
         for word in self.words(ids):
             if not any(c.isalnum() for c in self._piece(word[0])):
