@@ -134,13 +134,16 @@ class SpeechSketch:
             self._pieces[token] = self.tokenizer.decode([token])
         return self._pieces[token]
 
+    def spoken(self, token: int) -> bool:
+        """Whether espeak says the token (punctuation it does not)."""
+        return any(c.isalnum() for c in self._piece(token))
+
     def words(self, ids: Sequence[int]) -> list[list[int]]:
-        """Tokens grouped by spoken word; punctuation alone (it is not spoken)."""
+        """Tokens grouped by spoken word; punctuation alone."""
         out: list[list[int]] = []
         for token in ids:
-            piece = self._piece(token)
-            spoken = any(c.isalnum() for c in piece)
-            if out and spoken and not piece[:1].isspace() and any(c.isalnum() for c in self._piece(out[-1][-1])):
+            joins = self.spoken(token) and not self._piece(token)[:1].isspace()
+            if out and joins and self.spoken(out[-1][-1]):
                 out[-1].append(token)
             else:
                 out.append([token])
@@ -150,7 +153,7 @@ class SpeechSketch:
         per_char = SECONDS_PER_CHAR / FRAME_S * 160 / int(rng.integers(*TRAIN_RATES_WPM))
         frames = [SILENCE_ID] * int(rng.integers(0, 8))
         for word in self.words(ids):
-            if not any(c.isalnum() for c in self._piece(word[0])):
+            if not self.spoken(word[0]):
                 if rng.random() < 0.5:
                     frames += [SILENCE_ID] * int(rng.integers(1, 6))
                 continue
