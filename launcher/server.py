@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -172,6 +173,7 @@ class TritonServer:
                     process.wait(self.settings.exit_timeout_secs + _KILL_GRACE_SECS)
                 except subprocess.TimeoutExpired:
                     self.kill()
+            _kill_group(process.pid)
             return process.returncode
         finally:
             if self._log is not None:
@@ -185,7 +187,9 @@ class TritonServer:
             return None
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-        return process.wait()
+        code = process.wait()
+        _kill_group(process.pid)
+        return code
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -239,3 +243,12 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of tritonserver's process group once it has exited: a python
+    backend stub (or anything a model started) can outlive a server that stopped cleanly,
+    and would then run on under init. The group id stays taken while any member lives."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+

@@ -174,6 +174,41 @@ def test_sigterm_stops_within_exit_timeout_then_restarts_on_same_ports(repositor
         np.testing.assert_array_equal(_infer_grpc(server, [4.0]), [[8.0]])
 
 
+# A model that starts a process of its own, which ignores SIGTERM and outlives the server.
+SPAWNER_MODEL = """\
+import signal
+import subprocess
+from pathlib import Path
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        child = subprocess.Popen(["sleep", "600"], preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+        (Path(args["model_repository"]) / "child.pid").write_text(str(child.pid))
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def test_stop_leaves_nothing_of_the_servers_process_group(tmp_path: Path, log_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "spawner" / "1").mkdir(parents=True)
+    (root / "spawner" / "config.pbtxt").write_text(DOUBLER_CONFIG.replace('"doubler"', '"spawner"'))
+    (root / "spawner" / "1" / "model.py").write_text(SPAWNER_MODEL)
+    with TritonServer(root, triton_settings(exit_timeout_secs=EXIT_TIMEOUT_SECS), log_path=log_path) as server:
+        stub_and_child = _descendants(server.pid)
+        child = int((root / "spawner" / "child.pid").read_text())
+        assert child in stub_and_child and len(stub_and_child) >= 2, [_command(p) for p in stub_and_child]
+    deadline = time.monotonic() + 5  # SIGKILL is delivered at once; dying takes a moment
+    while (left := [pid for pid in stub_and_child if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:  # never leave behind the orphans this test is about
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, [_command(pid) for pid in left]
+
+
 def test_refuses_a_port_in_use(repository: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
