@@ -251,4 +251,3 @@ def _kill_group(pgid: int) -> None:
     and would then run on under init. The group id stays taken while any member lives."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-
