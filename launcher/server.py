@@ -162,34 +162,33 @@ class TritonServer:
         return self._require_process().wait(timeout)
 
     def stop(self) -> int | None:
-        """SIGTERM, wait out the exit timeout, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait out the exit timeout, then SIGKILL whatever of its group is left
+        (the server itself, or a stub that outlived it). Returns the exit code."""
         process = self._process
         if process is None:
             return None
         try:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(self.settings.exit_timeout_secs + _KILL_GRACE_SECS)
-                except subprocess.TimeoutExpired:
-                    self.kill()
-            _kill_group(process.pid)
-            return process.returncode
+            return self.kill()
         finally:
             if self._log is not None:
                 self._log.close()
                 self._log = None
 
     def kill(self) -> int | None:
-        """SIGKILL at once (what an OOM kill does), with the python backend stubs of its group."""
+        """SIGKILL at once (what an OOM kill does) the whole process group: the server if it
+        still runs, and its python backend stubs (or anything a model started), which could
+        otherwise outlive it and run on under init. The group id stays taken while any
+        member lives, so this never reaches another group."""
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        code = process.wait()
-        _kill_group(process.pid)
-        return code
+        return process.wait()
 
     def __enter__(self) -> TritonServer:
         self.start()
@@ -243,11 +242,3 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGKILL what is left of tritonserver's process group once it has exited: a python
-    backend stub (or anything a model started) can outlive a server that stopped cleanly,
-    and would then run on under init. The group id stays taken while any member lives."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

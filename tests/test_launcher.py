@@ -200,13 +200,8 @@ def test_stop_leaves_nothing_of_the_servers_process_group(tmp_path: Path, log_pa
         stub_and_child = _descendants(server.pid)
         child = int((root / "spawner" / "child.pid").read_text())
         assert child in stub_and_child and len(stub_and_child) >= 2, [_command(p) for p in stub_and_child]
-    deadline = time.monotonic() + 5  # SIGKILL is delivered at once; dying takes a moment
-    while (left := [pid for pid in stub_and_child if _alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in left:  # never leave behind the orphans this test is about
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    assert not left, [_command(pid) for pid in left]
+    left, _ = _wait_gone(stub_and_child, [], timeout=5)  # SIGKILL is at once; dying takes a moment
+    assert not left, left
 
 
 def test_refuses_a_port_in_use(repository: Path) -> None:
@@ -396,19 +391,26 @@ def _kill_and_expect_nothing_left(process: subprocess.Popen, ports: list[int], l
     assert "tritonserver" in commands, commands
     process.kill()  # SIGKILL: no handler runs, nothing is forwarded
     process.wait(timeout=10)
-    deadline = time.monotonic() + 20  # generous on a busy machine; it takes well under a second
-    while time.monotonic() < deadline:
-        left = [pid for pid in children if _alive(pid)]
+    # generous on a busy machine; it takes well under a second
+    left, busy = _wait_gone(children, ports, timeout=20)
+    assert not left and not busy, f"left running: {left}, ports still listening: {busy}\n{log.read_text()}"
+
+
+def _wait_gone(pids: set[int], ports: list[int], timeout: float) -> tuple[list[str], list[int]]:
+    """Wait until none of ``pids`` runs and no port listens; the commands still running
+    (SIGKILLed on the way out: never leave the orphans a test is about) and the busy ports."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in pids if _alive(pid)]
         busy = [port for port in ports if _port_listening(port)]
-        if not left and not busy:
-            return
-        time.sleep(0.2)
-    for pid in left:  # clean up before failing: never leave the orphans this test is about
+        if not (left or busy) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    commands = [_command(pid) for pid in left]
+    for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    raise AssertionError(
-        f"left running: {[_command(pid) for pid in left]}, ports still listening: {busy}\n{log.read_text()}"
-    )
+    return commands, busy
 
 
 def test_sigkill_of_the_triton_launcher_leaves_no_tritonserver(repository: Path, tmp_path: Path) -> None:
