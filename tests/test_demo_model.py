@@ -181,7 +181,7 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
 
     from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids
     from canary_qwen.tokenizer import IM_END_ID
-    from export.train.trainer import ASR_SHARE, FRAME_S, SILENCE_ID, ChatExamples
+    from export.train.trainer import ASR_SHARE, FRAME_S, NO_TOKEN, SILENCE_ID, ChatExamples
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     examples = ChatExamples(tokenizer)
@@ -191,16 +191,28 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
     ids = examples.encode(sentence)
     rng = np.random.default_rng(0)
     drawn = [examples(sentence, "Some remain so.", rng) for _ in range(400)]
-    sketched = [(seq, at) for seq, at in drawn if at.stop > at.start]
+    sketched = [(seq, at, before) for seq, at, before in drawn if at.stop > at.start]
+    assert all(set(before) == {NO_TOKEN} for _, at, before in drawn if at.stop == at.start)
     assert abs(len(sketched) / len(drawn) - ASR_SHARE) < 0.08
     utterance = compose([sentence], Voice("en-us"), rng)
     ids_real, offsets = Encoder().with_offsets(sentence)
     real = frame_labels(utterance, ids_real, offsets, utterance.audio.size // 160)[4::8]  # encoder frames
     spelled = [t for t in ids if any(c.isalnum() for c in tokenizer.decode([t]))]
     kept = []
-    for seq, at in sketched:
+    for seq, at, before in sketched:
         assert seq[: at.start] == head and seq[at.stop :] == tail + ids + [IM_END_ID]
+        assert set(before[: at.start] + before[at.stop :]) == {NO_TOKEN}
         frames = seq[at]
+        # Each spoken frame also holds the token spoken before it: a chain through the sentence.
+        spoken_at = [i for i, t in enumerate(frames) if t != SILENCE_ID]
+        previous = SILENCE_ID
+        for i, j in zip(spoken_at, spoken_at[1:] + [None]):
+            assert before[at][i] == previous
+            if j is not None and frames[j] != frames[i]:
+                previous = frames[i]
+        last = spoken_at[-1]
+        assert before[at][last + 1 :] == [frames[last]] * (len(frames) - last - 1)
+        assert all(before[at][i] == NO_TOKEN for i in range(last) if frames[i] == SILENCE_ID)
         runs = [t for i, t in enumerate(frames) if t != SILENCE_ID and (i == 0 or frames[i - 1] != t)]
         runs = [t for i, t in enumerate(runs) if i == 0 or runs[i - 1] != t]
         # In order, punctuation without frames; a quiet frame may hide a one-frame token.
@@ -209,5 +221,16 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
         kept.append(len(runs) / len(spelled))
     assert np.mean(kept) > 0.97
     # About as many frames a token as espeak's speech at its middle rate gives.
-    spoken = np.mean([sum(t != SILENCE_ID for t in seq[at]) for seq, at in sketched])
+    spoken = np.mean([sum(t != SILENCE_ID for t in seq[at]) for seq, at, _ in sketched])
     assert 0.6 < spoken / float((real >= 0).sum()) < 1.6, (spoken, FRAME_S)
+
+
+def test_preceding_tokens_chain_runs_across_pauses() -> None:
+    from export.train.trainer import NO_TOKEN, SILENCE_ID, preceding_tokens
+
+    S, N = SILENCE_ID, NO_TOKEN
+    # silence, a two-token word, a quiet frame inside a word, a pause, the last word, silence
+    frames = [S, S, 5, 5, 6, S, 6, 7, S, S, 8, S, S]
+    assert preceding_tokens(frames) == [N, N, S, S, 5, N, 5, 6, N, N, 7, 8, 8]
+    assert preceding_tokens([S, S]) == [N, N]
+    assert preceding_tokens([9]) == [S]

@@ -3,7 +3,10 @@
 Steps, each resumable (a killed run restarts where its last checkpoint left it):
   1. the seeded checkpoint at DEMO_SIZES (what `export tiny` draws from DEMO_SEED);
   2. speech shards made in a background process (export/train/dataset.py);
-  3. stage "text", then stage "asr" (export/train/trainer.py), checkpointed every few minutes;
+  3. stage "text", stage "encoder", then stage "asr" (export/train/trainer.py), checkpointed every
+     few minutes; "text" and "encoder" need nothing of each other, so `--stage text` and
+     `--stage encoder` may run side by side in two processes on one work directory, and a later
+     run without `--stage` resumes both and goes on;
   4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
 """
 
@@ -36,6 +39,7 @@ from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
 from export.train.trainer import (
+    ENCODER_PREFIX,
     AsrStage,
     Log,
     ShardStream,
@@ -130,11 +134,14 @@ def _reinit_llm(model: Any, seed: int) -> None:
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.work: Path = args.work
+        self.stage: str = args.stage
         self.out: Path = args.out
         self.curve: Path = args.curve
         self.config = TrainConfig(seed=args.seed)
         if args.text_steps is not None:
             self.config.text.steps = args.text_steps
+        if args.encoder_steps is not None:
+            self.config.encoder.steps = args.encoder_steps
         if args.asr_steps is not None:
             self.config.asr.steps = args.asr_steps
         if args.shards is not None:
@@ -153,8 +160,11 @@ class Run:
         path.write_text(json.dumps(runs, indent=1))
 
     def _note_time(self, stage: str, seconds: float) -> None:
-        self.timing[stage] = self.timing.get(stage, 0.0) + seconds
-        (self.work / "timing.json").write_text(json.dumps(self.timing))
+        path = self.work / "timing.json"
+        # Re-read: a run of another stage on this work directory writes its own entries.
+        on_disk = json.loads(path.read_text()) if path.exists() else {}
+        self.timing = {**on_disk, stage: self.timing.get(stage, 0.0) + seconds}
+        path.write_text(json.dumps(self.timing))
 
     def main(self) -> int:
         torch.manual_seed(self.config.seed)
@@ -165,7 +175,8 @@ class Run:
         gen = multiprocessing.get_context("spawn").Process(
             target=_generator, args=(self.work, seeded, list(corpus.train), self.config.seed, self.config.shards), daemon=True
         )
-        gen.start()
+        if self.stage != "text":  # the only stage that reads no speech
+            gen.start()
         from nemo.collections.speechlm2.models import SALM
 
         model = SALM.from_pretrained(str(seeded))
@@ -173,8 +184,15 @@ class Run:
         _reinit_llm(model, self.config.seed)
         tokenizer = model.tokenizer.tokenizer  # the transformers tokenizer NeMo wraps
         clips = _eval_set(list(corpus.held_out), self.config.seed)
-        self._text_stage(model, tokenizer, list(corpus.train))
         corpus_ids = self._corpus_ids(corpus.train)
+        if self.stage != "encoder":
+            self._text_stage(model, tokenizer, list(corpus.train))
+        if self.stage != "text":
+            self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
+        if self.stage != "all":
+            if gen.is_alive():
+                gen.terminate()
+            return 0
         self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips)
         wer, hyps = evaluate(model, clips)
         print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
@@ -195,7 +213,10 @@ class Run:
         if not path.exists():
             return 0
         state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
+        # Stage "encoder" keeps only the encoder: the LLM there is not the text stage's.
+        missing, unexpected = model.load_state_dict(state["model"], strict=name != "encoder")
+        if unexpected or (missing and any(k.startswith(ENCODER_PREFIX) for k in missing)):
+            raise RuntimeError(f"{path}: not a checkpoint of this model")
         optimizer.load_state_dict(state["optimizer"])
         for module, key in extra:
             if isinstance(module, torch.nn.Module):
@@ -233,15 +254,22 @@ class Run:
         self.copy_score = stage.copy_score(train[:COPY_SENTENCES])
         print(f"[train] text stage: ASR-prompt copy {self.copy_score}", file=sys.stderr)
 
-    def _asr_stage(self, model: Any, prompt: list[int], corpus_ids: list[int], clips: list[Any]) -> None:
-        stage = AsrStage(model, prompt, corpus_ids, self.config)
-        cfg = self.config.asr
+    def _asr_stage(self, model: Any, prompt: list[int], corpus_ids: list[int], clips: list[Any], encoder_only: bool = False) -> None:
+        name = "encoder" if encoder_only else "asr"
+        stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only)
+        cfg = self.config.encoder if encoder_only else self.config.asr
         optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
-        step = self._resume("asr", model, optimizer, [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")])
-        stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, self.config.seed).batches()
+        heads = [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")]
+        step = self._resume(name, model, optimizer, heads)
+        if not encoder_only and step == 0 and (self.work / "state-encoder.pt").exists():
+            state = torch.load(self.work / "state-encoder.pt", weights_only=False)
+            for module, key in heads:  # the heads go on from where stage "encoder" left them
+                module.load_state_dict(state[key])
+        stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, self.config.seed + int(not encoder_only)).batches()
         for _ in range(step):
             next(stream)
-        self._note_run(step)
+        if not encoder_only:
+            self._note_run(step)
         last_save, started = time.monotonic(), time.monotonic()
         audio_s = 0.0
         while step < cfg.steps:
@@ -255,22 +283,23 @@ class Run:
             step += 1
             audio_s += float(out["audio_s"])
             wer = ""
-            if step % self.config.eval_every == 0 and step < cfg.steps:  # the last is scored after
+            if not encoder_only and step % self.config.eval_every == 0 and step < cfg.steps:  # the last is scored after
                 wer = round(evaluate(model, clips)[0], 4)
-            if step % 10 == 0 or wer != "":
-                elapsed = self.timing.get("asr", 0) + time.monotonic() - started
-                self.log.write(stage="asr", step=step, elapsed_s=round(elapsed, 1), loss=round(float(out["loss"]), 4),
-                               ce=round(float(out["ce"]), 4), ctc=round(float(out["ctc"]), 4), align=round(float(out["align"]), 4),
-                               match=round(float(out["match"]), 4),
-                               lr=f"{lr_at(step, cfg):.2e}",
-                               audio_s=round(audio_s, 1), wer=wer)
-                print(f"[train] asr {step}/{cfg.steps} loss {float(out['loss']):.3f} ce {float(out['ce']):.3f} "
-                      f"ctc {float(out['ctc']):.3f} align {float(out['align']):.3f} match {float(out['match']):.3f} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
+            if step % 10 == 0 or step == cfg.steps or wer != "":
+                elapsed = self.timing.get(name, 0) + time.monotonic() - started
+                losses = {k: round(float(v), 4) for k, v in out.items() if k != "audio_s"}
+                self.log.write(stage=name, step=step, elapsed_s=round(elapsed, 1), **losses,
+                               lr=f"{lr_at(step, cfg):.2e}", audio_s=round(audio_s, 1), wer=wer)  # fmt: skip
+                shown = " ".join(f"{k} {v:.3f}" for k, v in losses.items())
+                print(f"[train] {name} {step}/{cfg.steps} {shown} audio/s {audio_s / max(1e-9, time.monotonic() - started):.1f} wer {wer}",
                       file=sys.stderr, flush=True)  # fmt: skip
             if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
-                save_state(self.work / "state-asr.pt", model, optimizer,
+                state = model.state_dict()
+                if encoder_only:
+                    state = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+                save_state(self.work / f"state-{name}.pt", state, optimizer,
                            {"step": step, "ctc_head": stage.ctc_head.state_dict(), "align_head": stage.align_head.state_dict()})
-                self._note_time("asr", time.monotonic() - started)
+                self._note_time(name, time.monotonic() - started)
                 started = last_save = time.monotonic()
                 audio_s = 0.0
 
@@ -328,8 +357,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve", type=Path, default=TRAINING_CURVE, help=f"training curve PNG (default {TRAINING_CURVE})")
     parser.add_argument("--seed", type=int, default=0, help="training seed (data, order, init of trained parts)")
     parser.add_argument("--text-steps", type=int, default=None, help="steps of the text stage")
+    parser.add_argument("--encoder-steps", type=int, default=None, help="steps of the encoder stage")
     parser.add_argument("--asr-steps", type=int, default=None, help="steps of the ASR stage")
     parser.add_argument("--shards", type=int, default=None, help=f"speech shards of {SHARD_SIZE} utterances")
+    parser.add_argument(
+        "--stage",
+        choices=("all", "text", "encoder"),
+        default="all",
+        help="run only stage text or stage encoder, then stop (the two may run at once on one --work)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

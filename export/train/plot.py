@@ -16,9 +16,15 @@ def plot_curve(log: Path, out: Path) -> Path:
     rows = list(csv.DictReader(log.open()))
     text = [(int(r["step"]), float(r["ce"])) for r in rows if r["stage"] == "text" and r["ce"]]
     asr = [r for r in rows if r["stage"] == "asr"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    encoder = [r for r in rows if r["stage"] == "encoder"]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     left.plot([s for s, _ in text], [v for _, v in text], color="tab:blue")
     left.set(title="stage text: Qwen3 base, chat-format English", xlabel="step", ylabel="cross-entropy (sampled softmax)")
+    steps = [int(r["step"]) for r in encoder]
+    middle.plot(steps, [float(r["ctc"]) for r in encoder], label="CTC", color="tab:gray")
+    middle.plot(steps, [float(r["align"]) for r in encoder], label="per-frame tokens (spoken, before)", color="tab:purple")
+    middle.set(title="stage encoder: FastConformer alone", xlabel="step", ylabel="loss", yscale="log")
+    middle.legend(loc="upper right")
     steps = [int(r["step"]) for r in asr]
     right.plot(steps, [float(r["ce"]) for r in asr], label="LLM cross-entropy", color="tab:orange")
     right.plot(steps, [float(r["ctc"]) for r in asr], label="auxiliary CTC", color="tab:gray", alpha=0.6)
