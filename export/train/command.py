@@ -265,7 +265,9 @@ class Run:
             state = torch.load(self.work / "state-encoder.pt", weights_only=False)
             for module, key in heads:  # the heads go on from where stage "encoder" left them
                 module.load_state_dict(state[key])
-        stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, self.config.seed + int(not encoder_only)).batches()
+        # Stage asr draws its own batch order rather than the encoder stage's again.
+        seed = self.config.seed + int(not encoder_only)
+        stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed).batches()
         for _ in range(step):
             next(stream)
         if not encoder_only:
