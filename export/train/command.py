@@ -188,12 +188,12 @@ class Run:
         if self.stage != "encoder":
             self._text_stage(model, tokenizer, list(corpus.train))
         if self.stage != "text":
-            self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
+            encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
         if self.stage != "all":
             if gen.is_alive():
                 gen.terminate()
             return 0
-        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips)
+        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, heads_from=encoder_stage)
         wer, hyps = evaluate(model, clips)
         print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
         self._ship(model, seeded, corpus, wer, clips, hyps)
@@ -254,17 +254,26 @@ class Run:
         self.copy_score = stage.copy_score(train[:COPY_SENTENCES])
         print(f"[train] text stage: ASR-prompt copy {self.copy_score}", file=sys.stderr)
 
-    def _asr_stage(self, model: Any, prompt: list[int], corpus_ids: list[int], clips: list[Any], encoder_only: bool = False) -> None:
+    def _asr_stage(
+        self,
+        model: Any,
+        prompt: list[int],
+        corpus_ids: list[int],
+        clips: list[Any],
+        encoder_only: bool = False,
+        heads_from: AsrStage | None = None,
+    ) -> AsrStage:
+        """Stage "asr", or with `encoder_only` stage "encoder"; a fresh stage "asr" starts with
+        the auxiliary heads of `heads_from` (stage "encoder")."""
         name = "encoder" if encoder_only else "asr"
         stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only)
         cfg = self.config.encoder if encoder_only else self.config.asr
         optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
         heads = [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")]
         step = self._resume(name, model, optimizer, heads)
-        if not encoder_only and step == 0 and (self.work / "state-encoder.pt").exists():
-            state = torch.load(self.work / "state-encoder.pt", weights_only=False)
-            for module, key in heads:  # the heads go on from where stage "encoder" left them
-                module.load_state_dict(state[key])
+        if heads_from is not None and step == 0:
+            stage.ctc_head.load_state_dict(heads_from.ctc_head.state_dict())
+            stage.align_head.load_state_dict(heads_from.align_head.state_dict())
         # Stage asr draws its own batch order rather than the encoder stage's again.
         seed = self.config.seed + int(not encoder_only)
         stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed).batches()
@@ -304,6 +313,7 @@ class Run:
                 self._note_time(name, time.monotonic() - started)
                 started = last_save = time.monotonic()
                 audio_s = 0.0
+        return stage
 
     def _ship(self, model: Any, seeded: Path, corpus: Any, wer: float, clips: list[Any], hyps: list[str]) -> None:
         from safetensors.torch import load_file, save_file

@@ -186,15 +186,14 @@ def preceding_tokens(frames: Sequence[int]) -> list[int]:
     first token, the last token on the frames after it, NO_TOKEN on other silence. Frames of one
     token interrupted by silence count as one run, as a quiet frame inside a word does."""
     out = [NO_TOKEN] * len(frames)
-    before, current = SILENCE_ID, NO_TOKEN
+    before, current, last = SILENCE_ID, NO_TOKEN, -1
     for i, token in enumerate(frames):
         if token == SILENCE_ID:
             continue
         if token != current:
             before, current = (current if current != NO_TOKEN else SILENCE_ID), token
-        out[i] = before
+        out[i], last = before, i
     if current != NO_TOKEN:
-        last = max(i for i, t in enumerate(frames) if t != SILENCE_ID)
         out[last + 1 :] = [current] * (len(frames) - last - 1)
     return out
 
