@@ -234,3 +234,79 @@ def test_preceding_tokens_chain_runs_across_pauses() -> None:
     assert preceding_tokens(frames) == [N, N, S, S, 5, N, 5, 6, N, N, 7, 8, 8]
     assert preceding_tokens([S, S]) == [N, N]
     assert preceding_tokens([9]) == [S]
+
+
+@pytest.fixture()
+def fresh_salm(checkpoint_dir: Path):  # type: ignore[no-untyped-def]
+    """A SALM of its own: the training stages change the model they are given."""
+    from nemo.collections.speechlm2.models import SALM
+
+    return SALM.from_pretrained(str(checkpoint_dir))
+
+
+def test_text_stage_scores_only_the_answer_after_a_sketch(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """A sequence with an audio sketch is scored on its answer and IM_END alone; a text-only
+    sequence on every token after the first."""
+    from canary_qwen.tokenizer import IM_END_ID
+    from export.train.trainer import TextStage, TrainConfig
+
+    stage = TextStage(fresh_salm, fresh_salm.tokenizer.tokenizer, list(corpus.train[:64]), TrainConfig())
+    head, tail = stage.examples.asr_template
+    ids, scored, _, noise = stage.batch(3)
+    sketched = 0
+    for row, score, level in zip(ids.tolist(), scored.tolist(), noise.tolist()):
+        n = sum(t >= 0 for t in row)
+        if row[: len(head)] == head and any(level):
+            sketched += 1
+            answer = max(i for i in range(n) if row[i - len(tail) : i] == tail)
+            assert row[n - 1] == IM_END_ID
+            assert [i for i in range(len(row)) if score[i]] == list(range(answer, n))
+        else:
+            assert [i for i in range(len(row)) if score[i]] == list(range(1, n))
+    assert 0 < sketched < len(ids)
+
+
+def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> None:  # type: ignore[no-untyped-def]
+    """Before stage asr's first step the projection is fitted to map the encoder's frames onto
+    the sketch's embeddings: the error it reports is the match loss the stage then trains on,
+    and no small change of the map comes closer."""
+    from export.train.trainer import AsrStage, TrainConfig, _padded_mel, sketch_embeddings
+
+    rng = np.random.default_rng(0)
+    tokens = [int(t) for t in rng.choice(np.arange(300, 5000), 40, replace=False)]
+    items = []
+    for _ in range(6):
+        frames = int(rng.integers(200, 400))
+        said = rng.choice(tokens, 8).astype(np.int32)
+        labels = np.full(frames, -1, dtype=np.int32)
+        for k, t in enumerate(said):  # 8 words of 20 mel frames, silence between
+            labels[20 + 22 * k : 40 + 22 * k] = t
+        mel = rng.normal(size=(fresh_salm.perception.encoder._feat_in, frames)).astype(np.float16)
+        items.append((mel, said, labels))
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig())
+    batches = [items[:3], items[3:]]
+
+    def errors() -> tuple[float, float]:
+        """The match loss over all frames, and the squared error least squares minimises."""
+        fresh_salm.eval()
+        projected, targets = [], []
+        with torch.no_grad():
+            for batch in batches:
+                mel, lengths = _padded_mel(batch)
+                encoded, enc_len = fresh_salm.perception.encoder(audio_signal=mel, length=lengths)
+                spoken = stage._frame_tokens(encoded.shape[2], enc_len, [f for _, _, f in batch])
+                valid = spoken >= 0
+                projected.append(fresh_salm.perception.proj(encoded.transpose(1, 2))[valid])
+                targets.append(sketch_embeddings(stage.table, spoken[valid], stage._preceding(spoken)[valid], stage.rotation))
+        x, y = torch.cat(projected), torch.cat(targets)
+        return float(((x - y).pow(2).sum(-1) / y.pow(2).sum(-1)).mean()), float((x - y).pow(2).sum())
+
+    before, _ = errors()
+    residual = stage.fit_projection(batches, ridge=1e-9)
+    assert residual < before / 2
+    fitted, squared = errors()
+    assert abs(fitted - residual) < 1e-3 * residual + 1e-5
+    proj = fresh_salm.perception.proj
+    with torch.no_grad():
+        proj.weight.add_(1e-2 * proj.weight.std() * torch.randn(proj.weight.shape, generator=torch.Generator().manual_seed(1)))
+    assert errors()[1] > squared

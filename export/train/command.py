@@ -52,6 +52,8 @@ from export.train.trainer import (
 
 EVAL_SENTENCES = 4
 COPY_SENTENCES = 40
+# Batches (of the stage's size) the projection is fitted on before stage asr's first step.
+PROJECTION_FIT_BATCHES = 16
 TRAINING_CURVE = Path(__file__).resolve().parents[2] / "docs" / "training-curve.png"
 GENERATOR_NICENESS = 9
 
@@ -276,6 +278,10 @@ class Run:
             stage.align_head.load_state_dict(heads_from.align_head.state_dict())
         # Stage asr draws its own batch order rather than the encoder stage's again.
         seed = self.config.seed + int(not encoder_only)
+        if not encoder_only and step == 0:
+            fitting = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed + 1).batches()
+            residual = stage.fit_projection(next(fitting) for _ in range(PROJECTION_FIT_BATCHES))
+            print(f"[train] asr: projection fitted, match {residual:.3f}", file=sys.stderr, flush=True)
         stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed).batches()
         for _ in range(step):
             next(stream)
