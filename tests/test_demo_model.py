@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -181,26 +182,30 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
 
     from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids
     from canary_qwen.tokenizer import IM_END_ID
-    from export.train.trainer import ASR_SHARE, FRAME_S, NO_TOKEN, SILENCE_ID, ChatExamples
+    from export.train.trainer import ASR_SHARE, FRAME_S, NO_TOKEN, SHUFFLED_SHARE, SILENCE_ID, ChatExamples
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir))
     examples = ChatExamples(tokenizer)
     prompt = asr_prompt_ids(tokenizer)
     head, tail = prompt[:ASR_PLACEHOLDER_INDEX], prompt[ASR_PLACEHOLDER_INDEX + 1 :]
-    sentence = "Time flies like an arrow, fruit flies like a banana."
+    sentence, other = "Time flies like an arrow, fruit flies like a banana.", "Some remain so."
     ids = examples.encode(sentence)
     rng = np.random.default_rng(0)
-    drawn = [examples(sentence, "Some remain so.", rng) for _ in range(400)]
+    drawn = [examples(sentence, other, rng) for _ in range(400)]
     sketched = [(seq, at, before) for seq, at, before in drawn if at.stop > at.start]
     assert all(set(before) == {NO_TOKEN} for _, at, before in drawn if at.stop == at.start)
     assert abs(len(sketched) / len(drawn) - ASR_SHARE) < 0.08
     utterance = compose([sentence], Voice("en-us"), rng)
     ids_real, offsets = Encoder().with_offsets(sentence)
     real = frame_labels(utterance, ids_real, offsets, utterance.audio.size // 160)[4::8]  # encoder frames
-    spelled = [t for t in ids if any(c.isalnum() for c in tokenizer.decode([t]))]
-    kept = []
+    kept, shuffled = [], 0
     for seq, at, before in sketched:
-        assert seq[: at.start] == head and seq[at.stop :] == tail + ids + [IM_END_ID]
+        assert seq[: at.start] == head and seq[at.stop : at.stop + len(tail)] == tail and seq[-1] == IM_END_ID
+        answer = seq[at.stop + len(tail) : -1]
+        if answer != ids:  # a shuffle of both sentences' words, which the base cannot know
+            shuffled += 1
+            words = tokenizer.decode(answer).split()
+            assert len(words) >= 3 and not (Counter(words) - Counter(sentence.split() + other.split())), words
         assert set(before[: at.start] + before[at.stop :]) == {NO_TOKEN}
         frames = seq[at]
         # Each spoken frame also holds the token spoken before it: a chain through the sentence.
@@ -216,12 +221,14 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
         runs = [t for i, t in enumerate(frames) if t != SILENCE_ID and (i == 0 or frames[i - 1] != t)]
         runs = [t for i, t in enumerate(runs) if i == 0 or runs[i - 1] != t]
         # In order, punctuation without frames; a quiet frame may hide a one-frame token.
+        spelled = [t for t in answer if any(c.isalnum() for c in tokenizer.decode([t]))]
         rest = iter(spelled)
         assert all(t in rest for t in runs), runs
         kept.append(len(runs) / len(spelled))
+    assert abs(shuffled / len(sketched) - SHUFFLED_SHARE) < 0.1
     assert np.mean(kept) > 0.97
     # About as many frames a token as espeak's speech at its middle rate gives.
-    spoken = np.mean([sum(t != SILENCE_ID for t in seq[at]) for seq, at, _ in sketched])
+    spoken = np.mean([sum(t != SILENCE_ID for t in seq[at]) for seq, at, _ in sketched if seq[at.stop + len(tail) : -1] == ids])
     assert 0.6 < spoken / float((real >= 0).sum()) < 1.6, (spoken, FRAME_S)
 
 

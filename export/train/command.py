@@ -188,7 +188,7 @@ class Run:
         clips = _eval_set(list(corpus.held_out), self.config.seed)
         corpus_ids = self._corpus_ids(corpus.train)
         if self.stage != "encoder":
-            self._text_stage(model, tokenizer, list(corpus.train))
+            self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
         if self.stage != "text":
             encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
         if self.stage != "all":
@@ -228,7 +228,7 @@ class Run:
         print(f"[train] {name}: resumed at step {state['step']}", file=sys.stderr)
         return int(state["step"])
 
-    def _text_stage(self, model: Any, tokenizer: Any, train: list[str]) -> None:
+    def _text_stage(self, model: Any, tokenizer: Any, train: list[str], held_out: list[str]) -> None:
         stage = TextStage(model, tokenizer, train, self.config)
         cfg = self.config.text
         optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -252,8 +252,8 @@ class Run:
                 self._note_time("text", time.monotonic() - started)
                 started = last_save = time.monotonic()
         stage.finish()
-        # Training sentences: the skill measured is copying, not knowing the sentence.
-        self.copy_score = stage.copy_score(train[:COPY_SENTENCES])
+        # Held-out sentences: the skill measured is reading, not knowing the sentence.
+        self.copy_score = stage.copy_score(held_out[:COPY_SENTENCES])
         print(f"[train] text stage: ASR-prompt copy {self.copy_score}", file=sys.stderr)
 
     def _asr_stage(

@@ -59,6 +59,10 @@ REPEAT_QUESTIONS = (
 )
 FREE_PROMPTS = ("Say something.", "Tell me a saying.", "Write a sentence.", "Tell me something wise.")
 ASR_SHARE = 0.8  # of the text stage's sequences: the ASR prompt with a sketch of the audio
+# Of those, the share whose sentence is a shuffle of two sentences' words: a 4 x 128 base
+# memorises the corpus's 1,564 sentences, and read held-out ones out of a sketch at 37 % while
+# copying training ones at 69 % (step 1,900): only a sentence it cannot know makes it read.
+SHUFFLED_SHARE = 0.5
 SILENCE_ID = ENDOFTEXT_ID  # whose embedding stands for a frame where nothing is said
 FRAME_S = 0.08  # one encoder frame: 10 ms mel hop x 8x subsampling
 ENCODER_PREFIX = "perception.encoder."  # the parameters stage "encoder" trains and saves
@@ -256,6 +260,10 @@ class ChatExamples:
         position's preceding token."""
         roll = rng.random()
         if roll < ASR_SHARE:
+            if rng.random() < SHUFFLED_SHARE:
+                pool = sentence.split() + other.split()
+                size = int(rng.integers(min(3, len(pool)), len(pool) + 1))
+                sentence = " ".join(pool[int(i)] for i in rng.permutation(len(pool))[:size])
             return self.asr_form(self.encode(sentence), rng)
         thinking = None if rng.random() < 0.5 else False
         if roll < ASR_SHARE + (1 - ASR_SHARE) / 2:  # the rest: repeats and free prompts alike
