@@ -293,9 +293,14 @@ class TextStage:
         self.compact[self.used] = torch.arange(len(used))
         self.unused = torch.tensor(sorted(set(range(vocab)) - set(used)), dtype=torch.long)
         self.rows = torch.nn.Parameter(model.embed_tokens.weight.detach()[self.used].clone())
+        # PEFT froze the whole base when it installed LoRA: unfreeze it here (the embedding
+        # trains as `rows`). Filtering on requires_grad instead left this list empty, and every
+        # text stage before 2026-12-03 trained the embedding rows alone over a random base.
         self.base = [
-            p for n, p in model.llm.named_parameters() if "lora_" not in n and p.requires_grad
+            p for n, p in model.llm.named_parameters() if "lora_" not in n and "embed_tokens" not in n and "lm_head" not in n
         ]
+        for p in self.base:
+            p.requires_grad_(True)
         self.rotation = preceding_rotation(self.rows.shape[1])
 
     def parameters(self) -> list[torch.nn.Parameter]:
