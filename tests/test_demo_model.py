@@ -317,3 +317,25 @@ def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> No
     with torch.no_grad():
         proj.weight.add_(1e-2 * proj.weight.std() * torch.randn(proj.weight.shape, generator=torch.Generator().manual_seed(1)))
     assert errors()[1] > squared
+
+
+def test_shuffled_sentences_use_only_the_sentences_words(corpus) -> None:  # type: ignore[no-untyped-def]
+    """Half the training speech says training words in an order no sentence has."""
+    from export.train.corpus import shuffled_words
+    from export.train.dataset import SHUFFLED_UTTERANCES, random_utterance
+
+    rng = np.random.default_rng(0)
+    a, b = "Time flies like an arrow.", "Some remain so."
+    for _ in range(50):
+        said = shuffled_words([a, b], rng).split()
+        assert len(said) >= 3 and not (Counter(said) - Counter(a.split() + b.split()))
+    assert shuffled_words(["Go."], rng) == "Go."
+    train = list(corpus.train)
+    known = set(train)
+    texts = []
+    for _ in range(80):
+        with_speech = random_utterance(train, rng)
+        texts.append(with_speech.text)
+        assert not (Counter(with_speech.text.split()) - Counter(w for s in train for w in s.split()))
+    whole = [t for t in texts if any(t.startswith(s) for s in known)]
+    assert abs(1 - len(whole) / len(texts) - SHUFFLED_UTTERANCES) < 0.2

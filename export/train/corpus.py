@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # Collections that are pictures, code or not English prose.
 SKIPPED_COLLECTIONS = frozenset({"art", "ascii-art", "perl", "translate-me"})
@@ -47,6 +49,15 @@ class Corpus:
 
 def words(sentence: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(sentence)]
+
+
+def shuffled_words(sentences: Sequence[str], rng: np.random.Generator) -> str:
+    """A sentence the corpus does not hold: the sentences' words in a random order, a random
+    number of them (at least three, or all there are). A tiny model memorises 1,564 sentences;
+    words in an order it cannot know make it read (the text stage) and listen (the speech)."""
+    pool = [w for s in sentences for w in s.split()]
+    size = int(rng.integers(min(3, len(pool)), len(pool) + 1))
+    return " ".join(pool[int(i)] for i in rng.permutation(len(pool))[:size])
 
 
 def word_counts(sentences: Iterable[str]) -> Counter[str]:

@@ -17,10 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from canary_qwen.mel import LogMel, MelSettings
+from export.train.corpus import shuffled_words
 from export.train.speech import SAMPLE_RATE, TimedWord, Voice, augment, random_voice, silence, speak_timed
 
 MAX_UTTERANCE_SECONDS = 30.0
 SHARD_SIZE = 256
+# Utterances whose sentences are shuffles of training sentences' words: on sentences alone the
+# encoder learned the corpus (greedy-CTC token error 1.8 % on trained sentences, 24.9 % on
+# held-out ones, same voices, step 11,416 of 16,000).
+SHUFFLED_UTTERANCES = 0.5
 HOP = MelSettings().hop_length
 # A frame inside a word but this far below the utterance's loudest frame is a pause: unlabelled.
 QUIET_DB = -40.0
@@ -107,6 +112,8 @@ def random_utterance(train: Sequence[str], rng: np.random.Generator) -> Utteranc
     voice = random_voice(rng)
     count = _sentence_count(rng)
     sentences = [train[int(i)] for i in rng.integers(len(train), size=count)]
+    if rng.random() < SHUFFLED_UTTERANCES:
+        sentences = [shuffled_words([s, train[int(rng.integers(len(train)))]], rng) for s in sentences]
     # espeak speaks about 2.5 words a second at 160 wpm: keep the whole under the cap.
     budget = MAX_UTTERANCE_SECONDS * voice.words_per_minute / 60 * 0.85
     kept: list[str] = []

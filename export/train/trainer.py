@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids, chat_prompt_ids
 from canary_qwen.tokenizer import ENDOFTEXT_ID, IM_END_ID
+from export.train.corpus import shuffled_words
 from export.train.dataset import Shard, shard_path
 from export.train.speech import TRAIN_RATES_WPM
 
@@ -262,9 +263,7 @@ class ChatExamples:
         roll = rng.random()
         if roll < ASR_SHARE:
             if rng.random() < SHUFFLED_SHARE:
-                pool = sentence.split() + other.split()
-                size = int(rng.integers(min(3, len(pool)), len(pool) + 1))
-                sentence = " ".join(pool[int(i)] for i in rng.permutation(len(pool))[:size])
+                sentence = shuffled_words([sentence, other], rng)
             return self.asr_form(self.encode(sentence), rng)
         thinking = None if rng.random() < 0.5 else False
         if roll < ASR_SHARE + (1 - ASR_SHARE) / 2:  # the rest: repeats and free prompts alike
