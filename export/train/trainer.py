@@ -5,13 +5,12 @@ English from the corpus in Qwen3's chat format (repeat / summarise / say somethi
 answers in English. A share of the sequences is the ASR prompt itself with a stand-in for the
 audio where the audio goes (`SpeechSketch`: each token's embedding held for as many 80 ms frames
 as espeak takes to say it, silence frames, noise): the base learns to read a sentence out of
-frames shaped like the encoder's, which is cheap here and slow through the encoder (with one
-clean embedding per token instead, the ASR stage's LLM loss stalled near 2.3 after 3,000 steps).
+frames shaped like the encoder's, which is cheap here and slow through the encoder. Half of
+those sentences are shuffled words (`corpus.shuffled_words`), which only reading can get right.
 Each sketch frame carries two tokens: the one spoken there and, rotated by a fixed orthogonal
 matrix, the spoken token before it (`preceding_tokens`); the frames after the last word carry
 the last token. Reading then needs one lookup per answer token (the frames whose preceding token
-is the one just written hold the next), where frames of the spoken token alone need the model to
-find where a run of repeated frames ends: with those, copying reached 63 % after 10,000 steps.
+is the one just written hold the next) rather than finding where a run of repeated frames ends.
 Only the embedding rows of tokens the corpus uses are trained; the others keep their seeded
 values (a sampled softmax still shows them as negatives, so they stay unlikely).
 
