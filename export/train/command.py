@@ -270,7 +270,7 @@ class Run:
         name = "encoder" if encoder_only else "asr"
         stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only)
         cfg = self.config.encoder if encoder_only else self.config.asr
-        optimizer = torch.optim.AdamW(stage.parameters(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
+        optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
         heads = [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")]
         step = self._resume(name, model, optimizer, heads)
         if heads_from is not None and step == 0:
@@ -291,7 +291,7 @@ class Run:
         audio_s = 0.0
         while step < cfg.steps:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
+                group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)  # absent in older checkpoints
             out = stage.loss(next(stream), step)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()

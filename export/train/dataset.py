@@ -108,19 +108,27 @@ def _sentence_count(rng: np.random.Generator) -> int:
     return int(rng.integers(4, 9))
 
 
-def random_utterance(train: Sequence[str], rng: np.random.Generator) -> Utterance:
-    voice = random_voice(rng)
+def utterance_sentences(train: Sequence[str], rng: np.random.Generator, words_per_minute: int) -> list[str]:
+    """What one training utterance says: 1-8 sentences (or shuffles of their words), no more
+    than a voice at this rate says within the length cap. The text stage's audio sketches draw
+    from here too, so the base reads what the speech holds."""
     count = _sentence_count(rng)
     sentences = [train[int(i)] for i in rng.integers(len(train), size=count)]
     if rng.random() < SHUFFLED_UTTERANCES:
         sentences = [shuffled_words([s, train[int(rng.integers(len(train)))]], rng) for s in sentences]
     # espeak speaks about 2.5 words a second at 160 wpm: keep the whole under the cap.
-    budget = MAX_UTTERANCE_SECONDS * voice.words_per_minute / 60 * 0.85
+    budget = MAX_UTTERANCE_SECONDS * words_per_minute / 60 * 0.85
     kept: list[str] = []
     for s in sentences:
         if kept and sum(len(k.split()) for k in kept) + len(s.split()) > budget:
             break
         kept.append(s)
+    return kept
+
+
+def random_utterance(train: Sequence[str], rng: np.random.Generator) -> Utterance:
+    voice = random_voice(rng)
+    kept = utterance_sentences(train, rng, voice.words_per_minute)
     utterance = compose(kept, voice, rng)
     if utterance.audio.size > MAX_UTTERANCE_SECONDS * SAMPLE_RATE and len(kept) > 1:
         return compose(kept[:1], voice, rng)
