@@ -358,3 +358,33 @@ def test_text_stage_sketches_say_what_speech_utterances_say(fresh_salm, corpus) 
     several = [a for a in answers if any(a.startswith(f"{s} ") for s in known)]  # a sentence, then more
     shuffled = [a for a in answers if not any(a.startswith(s) for s in known)]
     assert several and shuffled and len(shuffled) < len(answers)
+
+
+def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """Stage asr's optimizer groups hold every trained parameter once, the encoder (with its
+    heads) and LoRA at their configured shares of the rate, the projection at the full rate."""
+    from export.train.command import Run
+    from export.train.trainer import AsrStage, TrainConfig
+
+    config = TrainConfig(asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2)
+    ids = Run._corpus_ids(tuple(corpus.train[:50]))
+    for encoder_only in (True, False):
+        stage = AsrStage(fresh_salm, list(range(15)), ids, config, encoder_only=encoder_only)
+        groups = stage.param_groups()
+        grouped = [p for g in groups for p in g["params"]]
+        assert len({id(p) for p in grouped}) == len(grouped) == len(stage.parameters())
+        assert {id(p) for p in grouped} == {id(p) for p in stage.parameters()}
+        names = {id(p): n for n, p in fresh_salm.named_parameters()}
+
+        def kind(p: torch.nn.Parameter) -> str:
+            name = names.get(id(p), "head")  # the auxiliary heads are the stage's own
+            return "lora" if "lora_" in name else name.split(".")[1] if name.startswith("perception.") else name
+
+        expected = {"encoder": 0.1, "lora": 0.2, "proj": 1.0}
+        for group in groups:
+            kinds = {kind(p) for p in group["params"]}
+            if encoder_only:
+                assert group["lr_scale"] == 1.0 and kinds <= {"encoder", "head"}
+            else:
+                share = {expected[k] for k in kinds if k in expected}
+                assert share == {group["lr_scale"]}, (kinds, group["lr_scale"])

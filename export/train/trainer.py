@@ -316,8 +316,8 @@ class TextStage:
         """Token ids (-1 padding), which positions are scored as targets, each position's
         preceding token (NO_TOKEN outside the audio sketch) and per sequence the noise level of
         each position (0 outside the audio sketch). A sequence with a sketch is scored only on
-        its answer: the sketch's frames say little about the next frame, and learning to guess
-        them held copying back (64 % after 8,000 steps)."""
+        its answer: the sketch's frames say little about the next frame, and serving never
+        asks the base to guess them."""
         rng = np.random.default_rng([self.config.seed, 2, step])
         n = len(self.corpus)
         # The sketches say what speech utterances say: several sentences, half of them shuffled
