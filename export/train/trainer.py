@@ -468,6 +468,11 @@ def _padded_mel(items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
     return mel, lengths
 
 
+def _relative_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of |x - y|^2 / |y|^2: the match loss."""
+    return ((x - y).pow(2).sum(-1) / y.pow(2).sum(-1)).mean()
+
+
 def spec_augment(mel: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     mel = mel.clone()
     b, features, _ = mel.shape
@@ -599,11 +604,9 @@ class AsrStage:
         for items in batches:
             mel, lengths = _padded_mel(items)
             encoded, enc_len = self.model.perception.encoder(audio_signal=mel, length=lengths)
-            spoken = self._frame_tokens(encoded.shape[2], enc_len, [f for _, _, f in items])
-            before = self._preceding(spoken)
-            valid = spoken >= 0
+            valid, target = self._sketch_target(self._frame_tokens(encoded.shape[2], enc_len, [f for _, _, f in items]))
             xs.append(encoded.transpose(1, 2)[valid])
-            ys.append(sketch_embeddings(self.table, spoken[valid], before[valid], self.rotation))
+            ys.append(target)
         self.model.train(was_training)
         x, y = torch.cat(xs).double(), torch.cat(ys).double()
         x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)  # the bias
@@ -612,8 +615,7 @@ class AsrStage:
         proj = self.model.perception.proj
         proj.weight.copy_(w[:-1].T.float())
         proj.bias.copy_(w[-1].float())
-        fitted = x @ w
-        return float(((fitted - y).pow(2).sum(-1) / y.pow(2).sum(-1)).mean())
+        return float(_relative_error(x @ w, y))
 
     def _frame_tokens(self, width: int, enc_len: torch.Tensor, frame_labels: list[np.ndarray]) -> torch.Tensor:
         """The token spoken at each encoder frame's centre, SILENCE_ID where none is, -1 past
@@ -648,12 +650,18 @@ class AsrStage:
         now = F.cross_entropy(logits[:, :k], target.flatten(), ignore_index=-100)
         return (now + F.cross_entropy(logits[:, k:], target_before.flatten(), ignore_index=-100)) / 2
 
-    def _match(self, audio: torch.Tensor, spoken: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        """Squared distance of each projected frame from the embedding the text stage's sketch
-        puts there (the token spoken and the one before it), relative to that embedding's size."""
+    def _sketch_target(self, spoken: torch.Tensor, before: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which frames are inside the audio, and for those the embedding the text stage's sketch
+        puts there (the token spoken and the one before it)."""
+        before = self._preceding(spoken) if before is None else before
         valid = spoken >= 0
-        target = sketch_embeddings(self.table, spoken[valid], before[valid], self.rotation)
-        return ((audio[valid] - target).pow(2).sum(-1) / target.pow(2).sum(-1)).mean()
+        return valid, sketch_embeddings(self.table, spoken[valid], before[valid], self.rotation)
+
+    def _match(self, audio: torch.Tensor, spoken: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each projected frame from its sketch embedding, relative to that
+        embedding's size."""
+        valid, target = self._sketch_target(spoken, before)
+        return _relative_error(audio[valid], target)
 
     def _ctc(self, encoded: torch.Tensor, enc_len: torch.Tensor, tokens: list[np.ndarray]) -> torch.Tensor:
         log_probs = F.log_softmax(self.ctc_head(encoded), dim=-1).transpose(0, 1)
