@@ -271,12 +271,8 @@ def test_text_stage_scores_only_the_answer_after_a_sketch(fresh_salm, corpus) ->
     assert 0 < sketched < len(ids)
 
 
-def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> None:  # type: ignore[no-untyped-def]
-    """Before stage asr's first step the projection is fitted to map the encoder's frames onto
-    the sketch's embeddings: the error it reports is the match loss the stage then trains on,
-    and no small change of the map comes closer."""
-    from export.train.trainer import AsrStage, TrainConfig, _padded_mel, sketch_embeddings
-
+def _aligned_items(salm) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:  # type: ignore[no-untyped-def]
+    """Six stage items of random mel with 8 words of 20 mel frames each, silence between."""
     rng = np.random.default_rng(0)
     tokens = [int(t) for t in rng.choice(np.arange(300, 5000), 40, replace=False)]
     items = []
@@ -284,10 +280,44 @@ def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> No
         frames = int(rng.integers(200, 400))
         said = rng.choice(tokens, 8).astype(np.int32)
         labels = np.full(frames, -1, dtype=np.int32)
-        for k, t in enumerate(said):  # 8 words of 20 mel frames, silence between
+        for k, t in enumerate(said):
             labels[20 + 22 * k : 40 + 22 * k] = t
-        mel = rng.normal(size=(fresh_salm.perception.encoder._feat_in, frames)).astype(np.float16)
+        mel = rng.normal(size=(salm.perception.encoder._feat_in, frames)).astype(np.float16)
         items.append((mel, said, labels))
+    return tokens, items
+
+
+def test_stage_encoder_trains_the_projection_towards_the_sketch(fresh_salm) -> None:  # type: ignore[no-untyped-def]
+    """Stage encoder starts from a projection of zeros (match loss exactly 1), trains encoder and
+    projection on the match to the sketch with the heads' losses, and leaves the LLM alone."""
+    from export.train.trainer import AsrStage, TrainConfig
+
+    tokens, items = _aligned_items(fresh_salm)
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), encoder_only=True)
+    stage.zero_projection()
+    llm_before = {n: p.detach().clone() for n, p in fresh_salm.llm.named_parameters()}
+    optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-3)
+    matches = []
+    for step in range(8):
+        out = stage.loss(items, step)
+        assert set(out) == {"loss", "ctc", "align", "match", "audio_s"}
+        matches.append(float(out["match"]))
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+    assert abs(matches[0] - 1.0) < 1e-6
+    assert all(b < a for a, b in zip(matches, matches[1:])) and matches[-1] < 0.95, matches
+    assert fresh_salm.perception.proj.weight.abs().sum() > 0
+    assert all(torch.equal(p, llm_before[n]) for n, p in fresh_salm.llm.named_parameters())
+
+
+def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> None:  # type: ignore[no-untyped-def]
+    """Before stage asr's first step the projection is fitted to map the encoder's frames onto
+    the sketch's embeddings: the error it reports is the match loss the stage then trains on,
+    and no small change of the map comes closer."""
+    from export.train.trainer import AsrStage, TrainConfig, _padded_mel, sketch_embeddings
+
+    tokens, items = _aligned_items(fresh_salm)
     stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig())
     batches = [items[:3], items[3:]]
 
@@ -384,7 +414,7 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
         for group in groups:
             kinds = {kind(p) for p in group["params"]}
             if encoder_only:
-                assert group["lr_scale"] == 1.0 and kinds <= {"encoder", "head"}
+                assert group["lr_scale"] == 1.0 and kinds <= {"encoder", "head", "proj"}
             else:
                 share = {expected[k] for k in kinds if k in expected}
                 assert share == {group["lr_scale"]}, (kinds, group["lr_scale"])

@@ -4,9 +4,8 @@ Steps, each resumable (a killed run restarts where its last checkpoint left it):
   1. the seeded checkpoint at DEMO_SIZES (what `export tiny` draws from DEMO_SEED);
   2. speech shards made in a background process (export/train/dataset.py);
   3. stage "text", stage "encoder", then stage "asr" (export/train/trainer.py), checkpointed every
-     few minutes; "text" and "encoder" need nothing of each other, so `--stage text` and
-     `--stage encoder` may run side by side in two processes on one work directory, and a later
-     run without `--stage` resumes both and goes on;
+     few minutes; stage "encoder" draws the projection to the text stage's sketch, so it comes
+     after stage "text", while the shards are made beside it;
   4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
 """
 
@@ -40,6 +39,7 @@ from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
 from export.train.trainer import (
     ENCODER_PREFIX,
+    STAGE_ENCODER_PREFIXES,
     AsrStage,
     Log,
     ShardStream,
@@ -187,8 +187,9 @@ class Run:
         tokenizer = model.tokenizer.tokenizer  # the transformers tokenizer NeMo wraps
         clips = _eval_set(list(corpus.held_out), self.config.seed)
         corpus_ids = self._corpus_ids(corpus.train)
-        if self.stage != "encoder":
-            self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
+        # Stage encoder draws the projection to the finished text stage's sketch: a run of
+        # `--stage encoder` resumes (or runs) stage text first.
+        self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
         if self.stage != "text":
             encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
         if self.stage != "all":
@@ -217,7 +218,7 @@ class Run:
         state = torch.load(path, weights_only=False)
         # Stage "encoder" keeps only the encoder: the LLM there is not the text stage's.
         missing, unexpected = model.load_state_dict(state["model"], strict=name != "encoder")
-        if unexpected or (missing and any(k.startswith(ENCODER_PREFIX) for k in missing)):
+        if unexpected or (missing and any(k.startswith(STAGE_ENCODER_PREFIXES) for k in missing)):
             raise RuntimeError(f"{path}: not a checkpoint of this model")
         optimizer.load_state_dict(state["optimizer"])
         for module, key in extra:
@@ -273,6 +274,8 @@ class Run:
         optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
         heads = [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")]
         step = self._resume(name, model, optimizer, heads)
+        if encoder_only and step == 0:
+            stage.zero_projection()
         if heads_from is not None and step == 0:
             stage.ctc_head.load_state_dict(heads_from.ctc_head.state_dict())
             stage.align_head.load_state_dict(heads_from.align_head.state_dict())
@@ -313,7 +316,7 @@ class Run:
             if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
                 state = model.state_dict()
                 if encoder_only:
-                    state = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+                    state = {k: v for k, v in state.items() if k.startswith(STAGE_ENCODER_PREFIXES)}
                 save_state(self.work / f"state-{name}.pt", state, optimizer,
                            {"step": step, "ctc_head": stage.ctc_head.state_dict(), "align_head": stage.align_head.state_dict()})
                 self._note_time(name, time.monotonic() - started)
@@ -382,7 +385,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stage",
         choices=("all", "text", "encoder"),
         default="all",
-        help="run only stage text or stage encoder, then stop (the two may run at once on one --work)",
+        help="stop after stage text, or after stage encoder (which needs stage text: it resumes or runs it first)",
     )
 
 

@@ -14,6 +14,10 @@ is the one just written hold the next) rather than finding where a run of repeat
 Only the embedding rows of tokens the corpus uses are trained; the others keep their seeded
 values (a sampled softmax still shows them as negatives, so they stay unlikely).
 
+Stage "encoder" (after "text"): the FastConformer encoder and the projection learn on aligned
+losses alone, nothing through the LLM; one of them draws the projected frames to the text
+stage's sketch, so the encoder's features become what the trained base already reads.
+
 Stage "asr" (the real recipe): LLM base and embeddings frozen; the FastConformer encoder, the
 projection and LoRA on q/v learn transcription with the 15-token ASR prompt. The loss scores every
 token of the corpus (plus sampled others) at each target position. Auxiliary losses on espeak's
@@ -62,7 +66,9 @@ ASR_SHARE = 0.8  # of the text stage's sequences: the ASR prompt with a sketch o
 SKETCH_WORDS_PER_MINUTE = 160
 SILENCE_ID = ENDOFTEXT_ID  # whose embedding stands for a frame where nothing is said
 FRAME_S = 0.08  # one encoder frame: 10 ms mel hop x 8x subsampling
-ENCODER_PREFIX = "perception.encoder."  # the parameters stage "encoder" trains and saves
+ENCODER_PREFIX = "perception.encoder."
+PROJECTION_PREFIX = "perception.proj."
+STAGE_ENCODER_PREFIXES = (ENCODER_PREFIX, PROJECTION_PREFIX)  # what stage "encoder" trains and saves
 NO_TOKEN = -1  # a frame's preceding token where it has none (silence before and between words)
 _PRECEDING_SEED = 0x5EED  # the rotation that sets a frame's preceding token apart from its own
 
@@ -82,9 +88,8 @@ class TrainConfig:
     # With the base training (see `TextStage.base`), held-out sentences were read out of shuffled
     # sketches at 74 % teacher-forced after 500 steps.
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=4000, peak_lr=3e-3, warmup=40, batch=24))
-    # The encoder alone first (CTC and per-frame tokens), needing nothing of the text stage: on a
-    # machine with two cores the two run side by side (`--stage`).
-    # Peak 1e-3 beat 2e-3 (CTC 2.5 against 2.8-3.3 at step 3,000) and was still falling
+    # The encoder and projection on aligned losses, the projection drawn to the text stage's
+    # sketch (so it runs after stage text). Peak 1e-3 beat 2e-3 (CTC 2.5 against 2.8-3.3 at step 3,000) and was still falling
     # steadily there: the encoder is what takes longest to learn.
     encoder: StageConfig = field(
         default_factory=lambda: StageConfig(steps=16000, peak_lr=1e-3, warmup=300, batch=3200)
@@ -490,8 +495,10 @@ def spec_augment(mel: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator)
 
 
 class AsrStage:
-    """Stage "asr"; with `encoder_only`, stage "encoder": the encoder and the auxiliary heads on
-    their own losses, nothing through the LLM."""
+    """Stage "asr"; with `encoder_only`, stage "encoder": the encoder, the projection and the
+    auxiliary heads on the aligned losses (CTC, per-frame tokens, the match to the sketch),
+    nothing through the LLM. The sketch's table is the model's embedding at construction: the
+    text stage's, once it has finished."""
 
     def __init__(
         self, model: Any, prompt_ids: Sequence[int], corpus_ids: Sequence[int], config: TrainConfig, encoder_only: bool = False
@@ -523,7 +530,7 @@ class AsrStage:
         self.trained = [
             p
             for n, p in model.named_parameters()
-            if n.startswith(ENCODER_PREFIX) or (not encoder_only and (n.startswith("perception.proj.") or "lora_" in n))
+            if n.startswith(STAGE_ENCODER_PREFIXES) or (not encoder_only and "lora_" in n)
         ]
         for p in self.trained:
             p.requires_grad_(True)
@@ -537,11 +544,12 @@ class AsrStage:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         encoder = [p for n, p in named if n.startswith(ENCODER_PREFIX)]
         heads = [*self.ctc_head.parameters(), *self.align_head.parameters()]
+        projection = [p for n, p in named if n.startswith(PROJECTION_PREFIX)]
         if self.encoder_only:
-            return [{"params": encoder + heads, "lr_scale": 1.0}]
+            return [{"params": encoder + heads + projection, "lr_scale": 1.0}]
         return [
             {"params": encoder + heads, "lr_scale": self.config.asr_encoder_lr_scale},
-            {"params": [p for n, p in named if n.startswith("perception.proj.")], "lr_scale": 1.0},
+            {"params": projection, "lr_scale": 1.0},
             {"params": [p for n, p in named if "lora_" in n], "lr_scale": self.config.asr_lora_lr_scale},
         ]
 
@@ -560,11 +568,11 @@ class AsrStage:
         preceding = self._preceding(spoken)
         align = self._align(frames, spoken, preceding)
         audio_s = torch.tensor(float(lengths.sum()) / 100)
-        if self.encoder_only:
-            loss = self.config.ctc_weight * ctc + self.config.align_weight * align
-            return {"loss": loss, "ctc": ctc, "align": align, "audio_s": audio_s}
         audio = self.model.perception.proj(frames)  # identity adapter
         match = self._match(audio, spoken, preceding)
+        aligned = self.config.ctc_weight * ctc + self.config.align_weight * align + self.config.match_weight * match
+        if self.encoder_only:
+            return {"loss": aligned, "ctc": ctc, "align": align, "match": match, "audio_s": audio_s}
 
         p = ASR_PLACEHOLDER_INDEX
         before, after = self.table[self.prompt[:p]], self.table[self.prompt[p + 1 :]]
@@ -589,8 +597,14 @@ class AsrStage:
         neg = self.unused[torch.randint(len(self.unused), (self.config.asr.negatives,), generator=rng)]
         logits = h @ torch.cat([self.table[self.cand], self.table[neg]]).T
         ce = F.cross_entropy(logits, self.where[label])
-        loss = ce + self.config.ctc_weight * ctc + self.config.align_weight * align + self.config.match_weight * match
-        return {"loss": loss, "ce": ce, "ctc": ctc, "align": align, "match": match, "audio_s": audio_s}
+        return {"loss": ce + aligned, "ce": ce, "ctc": ctc, "align": align, "match": match, "audio_s": audio_s}
+
+    @torch.no_grad()
+    def zero_projection(self) -> None:
+        """Stage encoder's start: a projection of zeros matches at relative error 1, where a
+        random one starts near 25 and its gradients swamp the other losses'."""
+        self.model.perception.proj.weight.zero_()
+        self.model.perception.proj.bias.zero_()
 
     @torch.no_grad()
     def fit_projection(self, batches: Iterable[list[Item]], ridge: float = 1e-3) -> float:
