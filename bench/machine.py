@@ -45,6 +45,9 @@ def accelerator() -> str:
     return "none"
 
 
+BENCH_OUTPUTS = ("bench/results", "README.md")
+
+
 def git(*args: str) -> str:
     try:
         done = subprocess.run(["git", *args], cwd=_REPO_ROOT, check=True, capture_output=True, text=True)
@@ -54,7 +57,9 @@ def git(*args: str) -> str:
 
 
 def describe(now: dt.datetime) -> dict[str, Any]:
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # The benchmark's own outputs do not count: a second run in a row would otherwise always
+    # report its code as changed.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in BENCH_OUTPUTS))
     return {
         "machine": f"{platform.node()} ({platform.machine()}, {cpu_model(_read('/proc/cpuinfo'))})",
         "cpu_count": os.cpu_count(),

@@ -189,15 +189,18 @@ def dated_name(now: dt.datetime, on_gpu: bool) -> str:
     return f"{'gpu' if on_gpu else 'cpu'}-{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
 
 
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    partial.replace(path)
+
+
 def write(document: Mapping[str, Any], results_dir: Path, dated: str) -> tuple[Path, Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, sort_keys=False) + "\n"
-    latest = results_dir / "latest.json"
-    copy = results_dir / dated
+    latest, copy = results_dir / "latest.json", results_dir / dated
     for path in (latest, copy):
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text)
-        partial.replace(path)
+        _write_json(path, document)
     return latest, copy
 
 
@@ -214,6 +217,22 @@ def write_section(name: str, section: Mapping[str, Any], results_dir: Path, now:
     document: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else facts
     document[name] = {**section, **{key: facts[key] for key in SECTION_FACTS}}
     return write(document, results_dir, f"{name}-{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json")
+
+
+def write_run(document: Mapping[str, Any], results_dir: Path, dated: str) -> tuple[Path, Path]:
+    """A full run's `document` as latest.json, keeping the sections other commands wrote there
+    (`write_section`: realtime, cues, wer, soak) that the run does not measure itself; the dated
+    copy holds the run alone."""
+    latest = results_dir / "latest.json"
+    previous: dict[str, Any] = json.loads(latest.read_text()) if latest.exists() else {}
+    sections = {
+        name: value
+        for name, value in previous.items()
+        if name not in document and isinstance(value, dict) and all(key in value for key in SECTION_FACTS)
+    }
+    _write_json(latest, {**document, **sections})
+    _write_json(results_dir / dated, document)
+    return latest, results_dir / dated
 
 
 def run_section(

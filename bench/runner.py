@@ -347,4 +347,4 @@ def main(argv: list[str]) -> int:
 def save(document: dict[str, Any], settings: BenchSettings) -> tuple[Path, Path]:
     on_gpu = str(document.get("accelerator", "none")).startswith("cuda")
     now = dt.datetime.fromisoformat(str(document["date"]))
-    return report.write(document, settings.results_dir, report.dated_name(now, on_gpu))
+    return report.write_run(document, settings.results_dir, report.dated_name(now, on_gpu))

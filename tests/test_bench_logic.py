@@ -177,6 +177,17 @@ def test_a_section_joins_latest_json_and_keeps_the_rest(tmp_path: Path) -> None:
     assert report.check(report.Target("x", ">=", 1.0), None)["verdict"] is None
 
 
+def test_a_full_run_replaces_its_own_figures_and_keeps_the_other_commands_sections(tmp_path: Path) -> None:
+    now = dt.datetime(2026, 12, 1, 23, 5, 9, tzinfo=dt.timezone.utc)
+    report.write_section("realtime", {"p95_ms": 640.0}, tmp_path, now)
+    report.write_run({"rtfx_gateway_c1": 100.0, "date": "old"}, tmp_path, "cpu-1.json")
+    latest, copy = report.write_run({"rtfx_gateway_c1": 115.0, "date": "new"}, tmp_path, "cpu-2.json")
+    merged = json.loads(latest.read_text())
+    assert merged["rtfx_gateway_c1"] == 115.0 and merged["date"] == "new"
+    assert merged["realtime"]["p95_ms"] == 640.0
+    assert json.loads(copy.read_text()) == {"rtfx_gateway_c1": 115.0, "date": "new"}  # the run alone
+
+
 def test_a_command_runs_writes_its_section_then_shows_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench.cues import CuesSettings
 
