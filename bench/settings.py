@@ -134,7 +134,11 @@ class SoakSettings(CommandSettings):
 
     model_config = SettingsConfigDict(env_prefix="BENCH_SOAK_", cli_prog_name="python -m bench soak")
 
-    phases: PositiveInt = Field(default=6, description="Measured phases (after one warm-up phase).")
+    phases: PositiveInt = Field(
+        default=10,
+        description="Measured phases (after one warm-up phase): idle RSS wanders by tens of MiB between "
+        "phases, and the slope's interval narrows with their number.",
+    )
     requests_per_phase: PositiveInt = Field(default=500, description="Requests per phase.")
     concurrency: PositiveInt = Field(default=16, description="Requests in flight.")
     max_new_tokens: PositiveInt = Field(default=8, description="Generation budget per request (short: many requests).")

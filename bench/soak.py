@@ -4,9 +4,10 @@ A gateway of its own (in front of its own Triton) gets thousands of transcriptio
 on loopback, in phases: one warm-up phase, then `--phases` measured ones. After each phase
 the gateway is idle for a moment and its RSS is read (median of five readings): what it
 keeps between loads. The slope of idle RSS over the measured phases after the first, per
-1,000 requests, tells a plateau (allocator pools filled once, slope ~0) from a leak (a constant slope).
-When the slope passes `--leak-mib-per-1k`, tracemalloc is started in the gateway and two
-more phases show which source lines hold the growing memory.
+1,000 requests, with its 95 % interval, tells a plateau (allocator pools filled once, slope ~0)
+from a leak (a constant slope): "grows" only when the whole interval is above `--leak-mib-per-1k`.
+Unless it is wholly below, tracemalloc is started in the gateway and two more phases show how
+much the Python heap kept and which source lines hold it.
 
 Requests rotate through the corpus's shorter clips in wav, flac, mp3 and opus and the
 json, verbose_json, text and srt response formats. Bounded in time: no phase starts after
@@ -35,7 +36,7 @@ from bench.corpus import build_corpus
 from bench.proc_memory import mib, rss_bytes
 from bench.servers import Gateway, gateway, triton
 from bench.settings import SoakSettings
-from bench.stats import slope
+from bench.stats import Interval, slope_interval
 
 log = logging.getLogger("bench.soak")
 
@@ -74,14 +75,30 @@ def idle_rss(pid: int) -> int:
     return int(statistics.median(readings))
 
 
-def rss_slope_per_1k(phases: Sequence[Phase]) -> float | None:
+def rss_slope_per_1k(phases: Sequence[Phase]) -> Interval | None:
     """MiB of idle RSS per 1,000 requests over the untraced phases after the first measured
     one (the warm-up and phase 1 fill the allocator's per-thread pools: a plateau rises there
-    once, a leak keeps rising)."""
+    once, a leak keeps rising), with its 95 % interval: idle RSS wanders by tens of MiB from
+    phase to phase with the allocator's arenas, so one slope of a few phases decides little."""
     judged = [p for p in phases if p.index > 1 and not p.traced]
     if len(judged) < 2:
         return None
-    return slope([p.cumulative_requests / 1000 for p in judged], [p.idle_rss_mib for p in judged])
+    return slope_interval([p.cumulative_requests / 1000 for p in judged], [p.idle_rss_mib for p in judged])
+
+
+def verdict(per_1k: Interval | None, threshold: float) -> str | None:
+    """"grows" when the whole interval is above the threshold, "plateau" when it is below,
+    "undecided" otherwise (more phases narrow it)."""
+    if per_1k is None or per_1k.bounds is None:
+        return None
+    low, high = per_1k.bounds
+    return "grows" if low > threshold else "plateau" if high < threshold else "undecided"
+
+
+def heap_growth_kib(first: Path, last: Path) -> float:
+    """Live Python-heap bytes added between two tracemalloc snapshots, in KiB (net, every line)."""
+    before, after = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / 1024
 
 
 def top_growers(first: Path, last: Path, limit: int = _TOP_GROWERS) -> list[dict[str, Any]]:
@@ -160,8 +177,10 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
                 break
             await run_phase(index, settings.requests_per_phase)
         per_1k = rss_slope_per_1k(phases)
-        if per_1k is not None and per_1k > settings.leak_mib_per_1k:
-            log.info("idle RSS grows %.2f MiB per 1,000 requests: tracing the heap for %d phases", per_1k, _TRACED_PHASES)
+        heap_kib_per_1k: float | None = None
+        if per_1k is not None and verdict(per_1k, settings.leak_mib_per_1k) != "plateau":
+            log.info("idle RSS slope %.2f MiB per 1,000 requests (%s): tracing the heap for %d phases",
+                     per_1k.value, per_1k.bounds, _TRACED_PHASES)  # fmt: skip
             gw.process.send_signal(signal.SIGUSR2)  # bench.traced_gateway: start tracing
             await asyncio.sleep(0.5)
             for taken in range(_TRACED_PHASES + 1):
@@ -169,15 +188,20 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
                     await run_phase(len(phases), settings.requests_per_phase, traced=True)
                 gw.process.send_signal(signal.SIGUSR1)  # write a snapshot
                 await _wait_for(snapshots / f"snapshot-{taken}.pickle")
-            growers = top_growers(snapshots / "snapshot-0.pickle", snapshots / f"snapshot-{_TRACED_PHASES}.pickle")
+            first, last = snapshots / "snapshot-0.pickle", snapshots / f"snapshot-{_TRACED_PHASES}.pickle"
+            growers = top_growers(first, last)
+            heap_kib_per_1k = heap_growth_kib(first, last) / (_TRACED_PHASES * settings.requests_per_phase / 1000)
     measured = [p for p in phases if p.index > 0 and not p.traced]
     return {
         "phases": [asdict(p) for p in phases],
         "measured_requests": measured[-1].cumulative_requests if measured else 0,
-        "rss_slope_mib_per_1k_requests": None if per_1k is None else round(per_1k, 3),
+        "rss_slope_mib_per_1k_requests": None if per_1k is None else per_1k.as_dict(3),
         "idle_rss_first_to_last_mib": None if not measured else round(measured[-1].idle_rss_mib - measured[0].idle_rss_mib, 1),
         "leak_threshold_mib_per_1k": settings.leak_mib_per_1k,
-        "verdict": None if per_1k is None else ("grows" if per_1k > settings.leak_mib_per_1k else "plateau"),
+        "verdict": verdict(per_1k, settings.leak_mib_per_1k),
+        # Traced phases only: what the Python heap kept per 1,000 requests (RSS also holds
+        # native memory: onnxruntime, the allocator's arenas).
+        "traced_heap_growth_kib_per_1k_requests": None if heap_kib_per_1k is None else round(heap_kib_per_1k, 1),
         "top_growers": growers,
         "load_s": round(time.monotonic() - started, 1),
     }
@@ -216,10 +240,13 @@ def show(document: dict[str, Any], settings: SoakSettings) -> None:
     for p in document["phases"]:
         label = "warm-up" if p["index"] == 0 else f"{p['index']}{' (traced)' if p['traced'] else ''}"
         print(f"| {label} | {p['requests']} | {p['cumulative_requests']} | {p['seconds']} | {p['idle_rss_mib']} |")
+    per_1k = document["rss_slope_mib_per_1k_requests"] or {}
     print(
-        f"\nidle RSS slope: {document['rss_slope_mib_per_1k_requests']} MiB per 1,000 requests "
-        f"({document['verdict']}; threshold {settings.leak_mib_per_1k:g})"
+        f"\nidle RSS slope: {per_1k.get('value')} MiB per 1,000 requests, 95 % interval {per_1k.get('ci95')} "
+        f"over {per_1k.get('rounds')} phases ({document['verdict']}; threshold {settings.leak_mib_per_1k:g})"
     )
+    if document["traced_heap_growth_kib_per_1k_requests"] is not None:
+        print(f"traced Python heap: {document['traced_heap_growth_kib_per_1k_requests']} KiB kept per 1,000 requests")
     for grower in document["top_growers"] or []:
         print(f"  {grower['grew_kib']:>10.1f} KiB  {grower['blocks_grew']:>7} blocks  {grower['where']}")
 

@@ -132,3 +132,19 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     if denominator == 0:
         raise ValueError("all xs are equal")
     return float(np.sum(dx * (y - y.mean())) / denominator)
+
+
+def slope_interval(xs: Sequence[float], ys: Sequence[float]) -> Interval:
+    """Least-squares slope with its 95 % interval from the residuals (Student's t with n - 2
+    degrees of freedom); no interval below MIN_ROUNDS points. `rounds` is the point count."""
+    from scipy.stats import t as student_t  # only the soak needs it
+
+    value = slope(xs, ys)
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if x.size < MIN_ROUNDS:
+        return Interval(value, None, None, int(x.size))
+    dx = x - x.mean()
+    residuals = y - y.mean() - value * dx
+    error = math.sqrt(float(np.sum(residuals**2)) / (x.size - 2) / float(np.sum(dx * dx)))
+    half = float(student_t.ppf(0.975, x.size - 2)) * error
+    return Interval(value, value - half, value + half, int(x.size))

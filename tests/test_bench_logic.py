@@ -356,16 +356,38 @@ def test_too_few_rounds_give_no_interval_and_no_verdict_of_met() -> None:
 
 
 def test_soak_slope_tells_a_plateau_from_a_leak() -> None:
-    from bench.soak import Phase, rss_slope_per_1k
+    from bench.soak import Phase, rss_slope_per_1k, verdict
 
     def phases(rss: list[float]) -> list[Phase]:
         return [Phase(i, 500, 500 * i, 10.0, value) for i, value in enumerate(rss)]
 
     # Pools fill during warm-up and phase 1, then flat: a plateau, whatever phase 1 did.
-    assert abs(rss_slope_per_1k(phases([150.0, 230.0, 260.0, 261.0, 259.0, 260.5]))) < 2.0  # type: ignore[arg-type]
-    # 10 MiB more after every 500 requests: 20 MiB per 1,000.
-    assert rss_slope_per_1k(phases([150.0, 200.0, 210.0, 220.0, 230.0])) == pytest.approx(20.0)
+    flat = rss_slope_per_1k(phases([150.0, 230.0, 260.0, 261.0, 259.0, 260.5]))
+    assert flat is not None and abs(flat.value) < 2.0 and verdict(flat, 5.0) == "plateau"
+    # 10 MiB more after every 500 requests (+-1): 20 MiB per 1,000, and the interval says so.
+    leak = rss_slope_per_1k(phases([150.0, 200.0, 211.0, 219.0, 231.0, 239.0]))
+    assert leak is not None and leak.value == pytest.approx(19.2) and verdict(leak, 5.0) == "grows"
+    assert leak.low is not None and leak.high is not None and leak.low < 19.2 < leak.high
+    # This machine's idle RSS over a soak with no leak (2026-12-04): wandering, not climbing.
+    wander = rss_slope_per_1k(phases([305.0, 321.6, 289.8, 279.9, 318.1, 302.1, 309.7]))
+    assert wander is not None and wander.value > 5.0 and verdict(wander, 5.0) == "undecided"
     assert rss_slope_per_1k(phases([150.0, 200.0])) is None  # nothing after phase 1 to judge
+    assert verdict(rss_slope_per_1k(phases([150.0, 200.0, 210.0, 220.0])), 5.0) is None  # 2 points: no interval
+
+
+def test_slope_interval_covers_the_true_slope() -> None:
+    """Over many noisy lines the 95 % interval holds the true slope about 95 % of the time."""
+    from bench.stats import slope_interval
+
+    rng = np.random.default_rng(3)
+    xs = [0.5 * i for i in range(8)]
+    covered = 0
+    for _ in range(400):
+        ys = [3.0 * x + rng.normal(0, 10) for x in xs]
+        interval = slope_interval(xs, ys)
+        assert interval.low is not None and interval.high is not None
+        covered += interval.low <= 3.0 <= interval.high
+    assert 0.90 <= covered / 400 <= 0.99
 
 
 def test_soak_top_growers_name_the_allocating_line(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.stats import slope as least_squares_slope
 from tests.fixtures.audio import EncodeAudio, LongRecording, Utterance
 from tests.fixtures.gateway import MODEL_ID, GatewayProcess, run_gateway, wait_ready
 from tests.reliability.processes import rss_bytes
@@ -227,11 +228,6 @@ def _run_clients(base_url: str, jobs: list[Job], done: Callable[[], bool], measu
     asyncio.run(run())
 
 
-def _slope(xs: list[float], ys: list[float]) -> float:
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
-
-
 def test_sustained_load(load_gateway: GatewayProcess, jobs: list[Job], capsys: pytest.CaptureFixture[str]) -> None:
     """Warm-up load, then PHASES load phases each followed by an idle RSS reading: a leak
     shows as idle RSS climbing with the requests served, a plateau as a flat line after
@@ -266,7 +262,7 @@ def test_sustained_load(load_gateway: GatewayProcess, jobs: list[Job], capsys: p
     loaded_last = median_rss(stop_at - RSS_WINDOW_S, stop_at) if rss else math.nan
     answered = tally.statuses[200]
     later = idle[1:]
-    slope = _slope([n / 1000 for n, _ in later], [value / 2**20 for _, value in later]) if len(later) > 1 else math.nan
+    slope = least_squares_slope([n / 1000 for n, _ in later], [value / 2**20 for _, value in later]) if len(later) > 1 else math.nan
     summary = (
         f"\nload: {CLIENTS} clients, {len(idle)} phases of {PHASE_REQUESTS} requests in {loaded_s:.0f} s after {WARMUP_S:g} s "
         f"warm-up; {answered} answered "
