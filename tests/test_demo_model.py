@@ -390,6 +390,31 @@ def test_text_stage_sketches_say_what_speech_utterances_say(fresh_salm, corpus) 
     assert several and shuffled and len(shuffled) < len(answers)
 
 
+def test_every_token_an_utterance_can_say_is_one_both_stages_train(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """Shuffled utterances put any word first (no space before it) or after any other: their
+    tokens must all be in the text stage's rows and stage asr's candidates, or a lookup of -1
+    trains on the wrong token (834 of 2,196 tokens did until 2026-12-04)."""
+    from export.train.command import Run
+    from export.train.dataset import Encoder, utterance_sentences
+    from export.train.trainer import AsrStage, TextStage, TrainConfig, _check_known
+
+    train = tuple(corpus.train[:300])
+    ids = Run._corpus_ids(train)
+    config = TrainConfig()
+    text = TextStage(fresh_salm, fresh_salm.tokenizer.tokenizer, list(train), config)
+    asr = AsrStage(fresh_salm, list(range(15)), ids, config)
+    encode = Encoder()
+    rng = np.random.default_rng(5)
+    said = {t for _ in range(300) for t in encode(" ".join(utterance_sentences(train, rng, 160)))}
+    sentences_only = {t for s in train for t in encode(s)} | {t for s in train for t in encode(" " + s)}
+    assert said - sentences_only, "the draw holds no token outside the sentences' own: the test shows nothing"
+    tokens = torch.tensor(sorted(said))
+    _check_known(tokens, text.compact[tokens], "text")
+    _check_known(tokens, asr.where[tokens], "asr")
+    with pytest.raises(ValueError, match="outside"):
+        _check_known(tokens, torch.where(tokens == tokens[0], -1, 0), "a table without the first")
+
+
 def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
     """Stage asr's optimizer groups hold every trained parameter once, the encoder (with its
     heads) and LoRA at their configured shares of the rate, the projection at the full rate."""

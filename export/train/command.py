@@ -33,7 +33,7 @@ from canary_qwen.tokenizer import IM_END_ID
 from canary_qwen.wer import word_error_rate
 from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, EMBED_SCALE, pack, sha256, starting_point
 from export.tiny import build_tiny
-from export.train.corpus import load_corpus
+from export.train.corpus import load_corpus, token_forms
 from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
@@ -208,8 +208,8 @@ class Run:
     @staticmethod
     def _corpus_ids(train: tuple[str, ...]) -> list[int]:
         encode = Encoder()
-        # Sentences are joined with a space in multi-sentence utterances: count both forms.
-        return [t for s in train for t in encode(s)] + [t for s in train for t in encode(" " + s)]
+        # With repeats: the CTC classes are the most frequent tokens.
+        return [t for form in token_forms(train) for t in encode(form)]
 
     def _resume(self, name: str, model: Any, optimizer: torch.optim.Optimizer, extra: list[Any]) -> int:
         path = self.work / f"state-{name}.pt"

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from canary_qwen.prompt import ASR_PLACEHOLDER_INDEX, asr_prompt_ids, chat_prompt_ids
 from canary_qwen.tokenizer import ENDOFTEXT_ID, IM_END_ID
+from export.train.corpus import token_forms
 from export.train.dataset import Shard, shard_path, utterance_sentences
 from export.train.speech import TRAIN_RATES_WPM
 
@@ -111,8 +112,9 @@ class TrainConfig:
     match_weight: float = 1.0
     sketch_noise: float = 0.5  # the most Gaussian noise on sketch frames, relative to their RMS
     sketch_swap: float = 0.05  # share of sketch frames swapped for another token (misheard)
-    # The corpus spells its sentences with 1,362 distinct tokens; at 4,096 classes the two
-    # heads cost a third of an encoder step.
+    # The corpus's words spell 2,196 distinct tokens (`corpus.token_forms`), the most frequent
+    # ones get classes, the rest share one; at 4,096 classes the two heads cost a third of an
+    # encoder step.
     ctc_classes: int = 1536
     shards: int = 64
     checkpoint_every_s: float = 300.0
@@ -296,7 +298,7 @@ class TextStage:
         self.examples = ChatExamples(tokenizer)
         templates = [*self.examples.templates.values(), self.examples.asr_template]
         used_ids = {t for head, tail in templates for t in head + tail}
-        used_ids |= {t for s in corpus for t in self.examples.encode(s)}
+        used_ids |= {t for form in token_forms(corpus) for t in self.examples.encode(form)}
         used = sorted(used_ids | {IM_END_ID, SILENCE_ID})
         self.used = torch.tensor(used, dtype=torch.long)
         vocab = model.embed_tokens.weight.shape[0]
@@ -354,6 +356,7 @@ class TextStage:
         ids, scored, preceding, noise = self.batch(step)
         mask = ids >= 0
         compact = self.compact[ids.clamp(min=0)]
+        _check_known(ids[mask], compact[mask], "the text stage's rows")
         before = torch.where(preceding >= 0, self.compact[preceding.clamp(min=0)], NO_TOKEN)
         embeds = sketch_embeddings(self.rows, compact, before, self.rotation)
         rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
@@ -462,6 +465,14 @@ class ShardStream:
             batches.append(current)
         for b in rng.permutation(len(batches)):
             yield batches[int(b)]
+
+
+def _check_known(ids: torch.Tensor, positions: torch.Tensor, table: str) -> None:
+    """Token ids must all have a position (-1: none); an id outside the table once indexed its last
+    row silently (negative indexing) and trained on the wrong token."""
+    unknown = ids[positions < 0]
+    if unknown.numel():
+        raise ValueError(f"tokens outside {table}: {sorted(set(unknown.tolist()))[:10]}")
 
 
 def _padded_mel(items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -596,6 +607,7 @@ class AsrStage:
         label = torch.cat(labels)
         neg = self.unused[torch.randint(len(self.unused), (self.config.asr.negatives,), generator=rng)]
         logits = h @ torch.cat([self.table[self.cand], self.table[neg]]).T
+        _check_known(label, self.where[label], "stage asr's candidate tokens")
         ce = F.cross_entropy(logits, self.where[label])
         return {"loss": ce + aligned, "ce": ce, "ctc": ctc, "align": align, "match": match, "audio_s": audio_s}
 
