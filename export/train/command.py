@@ -38,7 +38,6 @@ from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
 from export.train.trainer import (
-    ENCODER_PREFIX,
     STAGE_ENCODER_PREFIXES,
     AsrStage,
     Log,

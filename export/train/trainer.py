@@ -90,8 +90,8 @@ class TrainConfig:
     # sketches at 74 % teacher-forced after 500 steps.
     text: StageConfig = field(default_factory=lambda: StageConfig(steps=4000, peak_lr=3e-3, warmup=40, batch=24))
     # The encoder and projection on aligned losses, the projection drawn to the text stage's
-    # sketch (so it runs after stage text). Peak 1e-3 beat 2e-3 (CTC 2.5 against 2.8-3.3 at step 3,000) and was still falling
-    # steadily there: the encoder is what takes longest to learn.
+    # sketch (so it runs after stage text). Peak 1e-3 beat 2e-3 (CTC 2.5 against 2.8-3.3 at
+    # step 3,000) and was still falling steadily there: the encoder takes longest to learn.
     encoder: StageConfig = field(
         default_factory=lambda: StageConfig(steps=16000, peak_lr=1e-3, warmup=300, batch=3200)
     )
