@@ -95,17 +95,13 @@ def verdict(per_1k: Interval | None, threshold: float) -> str | None:
     return "grows" if low > threshold else "plateau" if high < threshold else "undecided"
 
 
-def heap_growth_kib(first: Path, last: Path) -> float:
-    """Live Python-heap bytes added between two tracemalloc snapshots, in KiB (net, every line)."""
+def heap_changes(first: Path, last: Path, limit: int = _TOP_GROWERS) -> tuple[float, list[dict[str, Any]]]:
+    """Between two tracemalloc snapshots: the live Python-heap KiB added (net, every line) and
+    the source lines whose live memory grew most. Each snapshot is loaded once."""
     before, after = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
-    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / 1024
-
-
-def top_growers(first: Path, last: Path, limit: int = _TOP_GROWERS) -> list[dict[str, Any]]:
-    """The source lines whose live memory grew most between two tracemalloc snapshots."""
-    before, after = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    by_line = after.compare_to(before, "lineno")
     growers = []
-    for stat in after.compare_to(before, "lineno")[:limit]:
+    for stat in by_line[:limit]:
         frame = stat.traceback[0]
         growers.append({
             "where": f"{frame.filename}:{frame.lineno}",
@@ -113,7 +109,7 @@ def top_growers(first: Path, last: Path, limit: int = _TOP_GROWERS) -> list[dict
             "blocks_grew": stat.count_diff,
             "now_kib": round(stat.size / 1024, 1),
         })  # fmt: skip
-    return growers
+    return sum(stat.size_diff for stat in by_line) / 1024, growers
 
 
 def _uploads(settings: SoakSettings) -> list[Upload]:
@@ -178,7 +174,8 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
             await run_phase(index, settings.requests_per_phase)
         per_1k = rss_slope_per_1k(phases)
         heap_kib_per_1k: float | None = None
-        if per_1k is not None and verdict(per_1k, settings.leak_mib_per_1k) != "plateau":
+        judged = verdict(per_1k, settings.leak_mib_per_1k)
+        if per_1k is not None and judged != "plateau":
             log.info("idle RSS slope %.2f MiB per 1,000 requests (%s): tracing the heap for %d phases",
                      per_1k.value, per_1k.bounds, _TRACED_PHASES)  # fmt: skip
             gw.process.send_signal(signal.SIGUSR2)  # bench.traced_gateway: start tracing
@@ -188,9 +185,8 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
                     await run_phase(len(phases), settings.requests_per_phase, traced=True)
                 gw.process.send_signal(signal.SIGUSR1)  # write a snapshot
                 await _wait_for(snapshots / f"snapshot-{taken}.pickle")
-            first, last = snapshots / "snapshot-0.pickle", snapshots / f"snapshot-{_TRACED_PHASES}.pickle"
-            growers = top_growers(first, last)
-            heap_kib_per_1k = heap_growth_kib(first, last) / (_TRACED_PHASES * settings.requests_per_phase / 1000)
+            heap_kib, growers = heap_changes(snapshots / "snapshot-0.pickle", snapshots / f"snapshot-{_TRACED_PHASES}.pickle")
+            heap_kib_per_1k = heap_kib / (_TRACED_PHASES * settings.requests_per_phase / 1000)
     measured = [p for p in phases if p.index > 0 and not p.traced]
     return {
         "phases": [asdict(p) for p in phases],
@@ -198,7 +194,7 @@ async def _soak(settings: SoakSettings, gw: Gateway, uploads: list[Upload], snap
         "rss_slope_mib_per_1k_requests": None if per_1k is None else per_1k.as_dict(3),
         "idle_rss_first_to_last_mib": None if not measured else round(measured[-1].idle_rss_mib - measured[0].idle_rss_mib, 1),
         "leak_threshold_mib_per_1k": settings.leak_mib_per_1k,
-        "verdict": verdict(per_1k, settings.leak_mib_per_1k),
+        "verdict": judged,
         # Traced phases only: what the Python heap kept per 1,000 requests (RSS also holds
         # native memory: onnxruntime, the allocator's arenas).
         "traced_heap_growth_kib_per_1k_requests": None if heap_kib_per_1k is None else round(heap_kib_per_1k, 1),
