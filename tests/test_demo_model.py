@@ -417,11 +417,11 @@ def test_every_token_an_utterance_can_say_is_one_both_stages_train(fresh_salm, c
 
 def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
     """Stage asr's optimizer groups hold every trained parameter once, the encoder (with its
-    heads) and LoRA at their configured shares of the rate, the projection at the full rate."""
+    heads), the projection and LoRA each at its configured share of the rate."""
     from export.train.command import Run
     from export.train.trainer import AsrStage, TrainConfig
 
-    config = TrainConfig(asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2)
+    config = TrainConfig(asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2, asr_projection_lr_scale=0.3)
     ids = Run._corpus_ids(tuple(corpus.train[:50]))
     for encoder_only in (True, False):
         stage = AsrStage(fresh_salm, list(range(15)), ids, config, encoder_only=encoder_only)
@@ -435,7 +435,7 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
             name = names.get(id(p), "head")  # the auxiliary heads are the stage's own
             return "lora" if "lora_" in name else name.split(".")[1] if name.startswith("perception.") else name
 
-        expected = {"encoder": 0.1, "lora": 0.2, "proj": 1.0}
+        expected = {"encoder": 0.1, "lora": 0.2, "proj": 0.3}
         for group in groups:
             kinds = {kind(p) for p in group["params"]}
             if encoder_only:
