@@ -105,8 +105,8 @@ class TrainConfig:
     # within 300 steps).
     asr_encoder_lr_scale: float = 0.1
     # LoRA at r 128 = hidden 128 with alpha 256: one Adam step on B moves q/v by about 20x the
-    # rate, so it learns at a share of the stage's rate (1.0 ended a little below 0.1 in
-    # cross-entropy over 650 steps; 0.3 sits between).
+    # rate, so it learns at a share of the stage's rate (0.1 and 1.0 differed little over 650
+    # steps, within the batch-to-batch swing; 0.3 sits between).
     asr_lora_lr_scale: float = 0.3
     # The projection comes fitted (`AsrStage.fit_projection`, match 0.45); at the full rate it
     # drifts off that fit (match 0.7-0.8 by step 500 at peak 3e-4 or 1e-3), at a tenth it stays
