@@ -3,9 +3,9 @@
 Steps, each resumable (a killed run restarts where its last checkpoint left it):
   1. the seeded checkpoint at DEMO_SIZES (what `export tiny` draws from DEMO_SEED);
   2. speech shards made in a background process (export/train/dataset.py);
-  3. stage "text", stage "encoder", then stage "asr" (export/train/trainer.py), checkpointed every
-     few minutes; stage "encoder" draws the projection to the text stage's sketch, so it comes
-     after stage "text", while the shards are made beside it;
+  3. stage "text" and stage "encoder" (independent: `--stage text` and `--stage encoder` run side by
+     side, one core each), then stage "asr" (export/train/trainer.py), checkpointed every few
+     minutes;
   4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
 """
 
@@ -36,9 +36,10 @@ from export.tiny import build_tiny
 from export.train.corpus import load_corpus, token_forms
 from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
-from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice
+from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice, phoneme_inventory
 from export.train.trainer import (
-    STAGE_ENCODER_PREFIXES,
+    ENCODER_PREFIX,
+    PROJECTION_PREFIX,
     AsrStage,
     Log,
     ShardStream,
@@ -186,16 +187,18 @@ class Run:
         tokenizer = model.tokenizer.tokenizer  # the transformers tokenizer NeMo wraps
         clips = _eval_set(list(corpus.held_out), self.config.seed)
         corpus_ids = self._corpus_ids(corpus.train)
-        # Stage encoder draws the projection to the finished text stage's sketch: a run of
-        # `--stage encoder` resumes (or runs) stage text first.
-        self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
+        phoneme_names = phoneme_inventory(sorted(set(token_forms(corpus.train)))) if self.stage != "text" else []
+        # Stage text trains the LLM, stage encoder the encoder: neither reads the other's work.
+        if self.stage != "encoder":
+            self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
         if self.stage != "text":
-            encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, encoder_only=True)
+            encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, encoder_only=True)
         if self.stage != "all":
             if gen.is_alive():
                 gen.terminate()
             return 0
-        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, heads_from=encoder_stage)
+        bridge = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, encoder_only=True, bridge=True, heads_from=encoder_stage)
+        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, heads_from=bridge)
         wer, hyps = evaluate(model, clips)
         print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
         self._ship(model, seeded, corpus, wer, clips, hyps)
@@ -216,8 +219,8 @@ class Run:
             return 0
         state = torch.load(path, weights_only=False)
         # Stage "encoder" keeps only the encoder: the LLM there is not the text stage's.
-        missing, unexpected = model.load_state_dict(state["model"], strict=name != "encoder")
-        if unexpected or (missing and any(k.startswith(STAGE_ENCODER_PREFIXES) for k in missing)):
+        missing, unexpected = model.load_state_dict(state["model"], strict=name not in ("encoder", "bridge"))
+        if unexpected or (missing and any(k.startswith(ENCODER_PREFIX) for k in missing)):
             raise RuntimeError(f"{path}: not a checkpoint of this model")
         optimizer.load_state_dict(state["optimizer"])
         for module, key in extra:
@@ -262,28 +265,27 @@ class Run:
         prompt: list[int],
         corpus_ids: list[int],
         clips: list[Any],
+        phoneme_names: list[str],
         encoder_only: bool = False,
         heads_from: AsrStage | None = None,
+        bridge: bool = False,
     ) -> AsrStage:
-        """Stage "asr", or with `encoder_only` stage "encoder"; a fresh stage "asr" starts with
-        the auxiliary heads of `heads_from` (stage "encoder")."""
-        name = "encoder" if encoder_only else "asr"
-        stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only)
-        cfg = self.config.encoder if encoder_only else self.config.asr
+        """Stage "asr", or with `encoder_only` stage "encoder"; a fresh stage "asr" that trains
+        the encoder starts with the auxiliary heads of `heads_from` (stage "encoder")."""
+        name = "bridge" if bridge else "encoder" if encoder_only else "asr"
+        stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only, phoneme_names=phoneme_names, bridge=bridge)
+        cfg = self.config.bridge if bridge else self.config.encoder if encoder_only else self.config.asr
         optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
-        heads = [(stage.ctc_head, "ctc_head"), (stage.align_head, "align_head")]
-        step = self._resume(name, model, optimizer, heads)
-        if encoder_only and step == 0:
-            stage.zero_projection()
+        step = self._resume(name, model, optimizer, [(head, key) for key, head in stage.heads().items()])
         if heads_from is not None and step == 0:
-            stage.ctc_head.load_state_dict(heads_from.ctc_head.state_dict())
-            stage.align_head.load_state_dict(heads_from.align_head.state_dict())
+            for key, head in stage.heads().items():
+                head.load_state_dict(heads_from.heads()[key].state_dict())
         # Stage asr draws its own batch order rather than the encoder stage's again.
-        seed = self.config.seed + int(not encoder_only)
-        if not encoder_only and step == 0:
+        seed = self.config.seed + int(not encoder_only) + 2 * int(bridge)
+        if bridge and step == 0:
             fitting = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed + 1).batches()
             residual = stage.fit_projection(next(fitting) for _ in range(PROJECTION_FIT_BATCHES))
-            print(f"[train] asr: projection fitted, match {residual:.3f}", file=sys.stderr, flush=True)
+            print(f"[train] bridge: projection fitted, match {residual:.3f}", file=sys.stderr, flush=True)
         stream = ShardStream(self.work / "data", self.config.shards, cfg.batch, seed).batches()
         for _ in range(step):
             next(stream)
@@ -315,9 +317,9 @@ class Run:
             if time.monotonic() - last_save > self.config.checkpoint_every_s or step == cfg.steps:
                 state = model.state_dict()
                 if encoder_only:
-                    state = {k: v for k, v in state.items() if k.startswith(STAGE_ENCODER_PREFIXES)}
-                save_state(self.work / f"state-{name}.pt", state, optimizer,
-                           {"step": step, "ctc_head": stage.ctc_head.state_dict(), "align_head": stage.align_head.state_dict()})
+                    state = {k: v for k, v in state.items() if k.startswith((ENCODER_PREFIX, PROJECTION_PREFIX) if bridge else ENCODER_PREFIX)}
+                heads = {key: head.state_dict() for key, head in stage.heads().items()}
+                save_state(self.work / f"state-{name}.pt", state, optimizer, {"step": step, **heads})
                 self._note_time(name, time.monotonic() - started)
                 started = last_save = time.monotonic()
                 audio_s = 0.0
@@ -384,7 +386,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stage",
         choices=("all", "text", "encoder"),
         default="all",
-        help="stop after stage text, or after stage encoder (which needs stage text: it resumes or runs it first)",
+        help="run stage text alone, or stage encoder alone (they can run side by side); all: both, then stage asr",
     )
 
 

@@ -51,26 +51,47 @@ def words(sentence: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(sentence)]
 
 
+def plain(word: str, first: bool) -> str:
+    """A sentence's word as a shuffle says it: no punctuation around it, and lower case where
+    only the sentence's start capitalised it ("I" and its contractions keep theirs)."""
+    bare = word.strip(",.!?")
+    if first and bare and not (bare == "I" or bare.startswith("I'")):
+        bare = bare[0].lower() + bare[1:]
+    return bare
+
+
 def shuffled_words(sentences: Sequence[str], rng: np.random.Generator) -> str:
     """A sentence the corpus does not hold: the sentences' words in a random order, a random
-    number of them (at least three, or all there are). A tiny model memorises 1,564 sentences;
-    words in an order it cannot know make it read (the text stage) and listen (the speech)."""
-    pool = [w for s in sentences for w in s.split()]
+    number of them (at least three, or all there are), written as a sentence is (`plain` words,
+    the first capitalised, a full stop at the end). A tiny model memorises 1,564 sentences;
+    words in an order it cannot know make it read (the text stage) and listen (the speech).
+    Words keep no case or punctuation from where they stood: a capital or comma that the audio
+    cannot tell was label noise."""
+    pool = [plain(w, i == 0) for s in sentences for i, w in enumerate(s.split())]
+    pool = [w for w in pool if w]
     size = int(rng.integers(min(3, len(pool)), len(pool) + 1))
-    return " ".join(pool[int(i)] for i in rng.permutation(len(pool))[:size])
+    picked = [pool[int(i)] for i in rng.permutation(len(pool))[:size]]
+    picked[0] = picked[0][:1].upper() + picked[0][1:]
+    return " ".join(picked) + "."
 
 
 def token_forms(train: Sequence[str]) -> list[str]:
     """Every text whose tokens an utterance can hold: each sentence and each of its words, alone
-    and after a space. Utterances join sentences with spaces, and a shuffled one (`shuffled_words`)
-    puts any word first or after any other; Qwen3's pre-tokenizer splits at spaces, so a word's
-    tokens depend only on whether a space precedes it. Sentences alone spell 1,362 distinct
-    tokens, their words in every position 2,196: the 834 others once fell outside the trained set."""
+    and after a space, as it stands and as a shuffle writes it (`plain`, capitalised first,
+    with the full stop). Utterances join sentences with spaces, and a shuffled one
+    (`shuffled_words`) puts any word first or after any other; Qwen3's pre-tokenizer splits at
+    spaces, so a word's tokens depend only on whether a space precedes it. Sentences alone
+    spell 1,362 distinct tokens, their words in every position 2,196: the 834 others once fell
+    outside the trained set."""
     forms: list[str] = []
     for sentence in train:
         forms += [sentence, " " + sentence]
-        for word in sentence.split():
+        for i, word in enumerate(sentence.split()):
+            bare = plain(word, i == 0)
             forms += [word, " " + word]
+            if bare:
+                upper = bare[:1].upper() + bare[1:]
+                forms += [bare, " " + bare, upper, " " + upper, bare + ".", " " + bare + "."]
     return forms
 
 

@@ -2,8 +2,8 @@
 
 Each shard is one `.npz` holding log-mel frames (float16, what the serving preprocessor computes:
 canary_qwen.mel.LogMel with the checkpoint's filterbank), per-utterance frame offsets and lengths,
-the target token ids, and a token label per mel frame (-1 where no word is being spoken) from
-libespeak-ng's word timings. Shards are written under a temporary name and renamed, so a reader
+the target token ids, a token label per mel frame (-1 where no word is being spoken) from
+libespeak-ng's word timings, and the phonemes espeak said (space-separated names). Shards are written under a temporary name and renamed, so a reader
 only ever sees whole shards; a generator that is stopped resumes at the first missing shard.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from canary_qwen.mel import LogMel, MelSettings
 from export.train.corpus import shuffled_words
-from export.train.speech import SAMPLE_RATE, TimedWord, Voice, augment, random_voice, silence, speak_timed
+from export.train.speech import SAMPLE_RATE, TimedWord, Voice, augment, phonemes, random_voice, silence, speak_timed
 
 MAX_UTTERANCE_SECONDS = 30.0
 SHARD_SIZE = 256
@@ -54,6 +54,7 @@ class Utterance:
     # Where each sentence's speech lies in `audio`, in seconds (for cue and cut checks).
     spans: tuple[tuple[float, float], ...]
     words: tuple[TimedWord, ...] = ()
+    phonemes: tuple[str, ...] = ()  # what espeak said, in the voice's accent
 
 
 def compose(sentences: Sequence[str], voice: Voice, rng: np.random.Generator) -> Utterance:
@@ -61,6 +62,7 @@ def compose(sentences: Sequence[str], voice: Voice, rng: np.random.Generator) ->
     parts = [silence(rng.uniform(0.05, 0.6), rng)]
     spans: list[tuple[float, float]] = []
     words: list[TimedWord] = []
+    said: list[str] = []
     at, chars = parts[0].size, 0
     for i, sentence in enumerate(sentences):
         if i:
@@ -69,13 +71,14 @@ def compose(sentences: Sequence[str], voice: Voice, rng: np.random.Generator) ->
             at += gap.size
             chars += 1  # the joining space
         speech, timed = speak_timed(sentence, voice)
+        said += phonemes(sentence, voice)
         parts.append(speech)
         spans.append((at / SAMPLE_RATE, (at + speech.size) / SAMPLE_RATE))
         words += [w.shifted(chars, at / SAMPLE_RATE) for w in timed]
         at += speech.size
         chars += len(sentence)
     parts.append(silence(rng.uniform(0.05, 0.6), rng))
-    return Utterance(np.concatenate(parts), " ".join(sentences), tuple(spans), tuple(words))
+    return Utterance(np.concatenate(parts), " ".join(sentences), tuple(spans), tuple(words), tuple(said))
 
 
 def frame_labels(
@@ -136,7 +139,12 @@ def random_utterance(train: Sequence[str], rng: np.random.Generator) -> Utteranc
 
 
 def write_shard(
-    path: Path, mels: list[np.ndarray], tokens: list[list[int]], texts: list[str], labels: list[np.ndarray]
+    path: Path,
+    mels: list[np.ndarray],
+    tokens: list[list[int]],
+    texts: list[str],
+    labels: list[np.ndarray],
+    said: list[str],
 ) -> None:
     lengths = np.array([m.shape[1] for m in mels], dtype=np.int32)
     token_lengths = np.array([len(t) for t in tokens], dtype=np.int32)
@@ -149,6 +157,7 @@ def write_shard(
         token_lengths=token_lengths,
         texts=np.array(texts),
         labels=np.concatenate(labels).astype(np.int32),
+        phonemes=np.array(said),
     )
     os.replace(partial, path)
 
@@ -161,6 +170,7 @@ class Shard:
     tokens: list[np.ndarray]
     texts: list[str]
     labels: np.ndarray  # int32 [total_frames], a token id or -1
+    phonemes: list[list[str]]  # per utterance, what espeak said
 
     @classmethod
     def load(cls, path: Path) -> Shard:
@@ -176,6 +186,7 @@ class Shard:
                 tokens=[flat[cuts[i] : cuts[i + 1]] for i in range(len(token_lengths))],
                 texts=[str(t) for t in data["texts"]],
                 labels=data["labels"],
+                phonemes=[str(p).split() for p in data["phonemes"]],
             )
 
     def features(self, i: int) -> np.ndarray:
@@ -200,7 +211,7 @@ def generate_shards(
         if path.exists():
             continue
         rng = np.random.default_rng([seed, index])
-        mels, tokens, texts, labels = [], [], [], []
+        mels, tokens, texts, labels, said = [], [], [], [], []
         for _ in range(SHARD_SIZE):
             utterance = random_utterance(train, rng)
             audio, _ = augment(utterance.audio, rng)
@@ -211,4 +222,5 @@ def generate_shards(
             tokens.append(ids)
             texts.append(utterance.text)
             labels.append(frame_labels(utterance, ids, offsets, frames))
-        write_shard(path, mels, tokens, texts, labels)
+            said.append(" ".join(utterance.phonemes))
+        write_shard(path, mels, tokens, texts, labels, said)

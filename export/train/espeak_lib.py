@@ -21,6 +21,11 @@ _EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
 _RATE, _PITCH = 1, 3
 _POS_CHARACTER = 1
 _EE_OK = 0
+_CHARS_UTF8 = 1
+# espeak_TextToPhonemes' phonememode: ASCII names, bits 8-23 the character between them.
+_PHONEME_SEPARATOR = ord(" ") << 8
+_STRESS = "',"  # primary and secondary stress, written before a syllable's vowel
+_PAUSES = frozenset({"_", "_:", "_!", "_|", "_!_:", "||", "|"})
 
 
 class _Event(ctypes.Structure):
@@ -82,6 +87,9 @@ class Synthesizer:
         self._words: list[Word] = []
         self._callback = _CALLBACK(self._on_audio)  # kept referenced: the library holds the pointer
         self._lib.espeak_SetSynthCallback(self._callback)
+        # const char *espeak_TextToPhonemes(const void **textptr, int textmode, int phonememode)
+        self._lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self._lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
 
     def _on_audio(self, wav: ctypes._Pointer, samples: int, events: ctypes._Pointer) -> int:
         if samples > 0:
@@ -104,6 +112,22 @@ class Synthesizer:
         select = _VoiceSelect(languages=voice.encode())
         if (err := self._lib.espeak_SetVoiceByProperties(ctypes.byref(select))) != _EE_OK:
             raise EspeakError(f"no espeak-ng voice {voice!r} ({err})")
+
+    def phonemes(self, text: str, voice: str) -> list[str]:
+        """The phonemes espeak says for `text` in `voice`'s accent: its own ASCII phoneme names,
+        stress marks and pauses left out (what the audio holds, whatever the stress)."""
+        if not text.isascii():
+            raise EspeakError("only ASCII text")
+        self._set_voice(voice)
+        pointer = ctypes.c_char_p(text.encode())
+        out: list[str] = []
+        while pointer.value:  # one clause a call; the library moves the pointer on
+            clause = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR)
+            for name in (clause or b"").decode("ascii", "replace").split():
+                bare = name.strip(_STRESS)
+                if bare and bare not in _PAUSES:
+                    out.append(bare)
+        return out
 
     def speak(self, text: str, voice: str, words_per_minute: int, pitch: int) -> tuple[np.ndarray, list[Word]]:
         """float32 audio in [-1, 1) and the words in the order spoken."""

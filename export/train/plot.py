@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+from typing import Any
+
+
+def _series(axis: Any, rows: list[dict[str, str]], key: str, **style: Any) -> None:
+    """One loss over the steps that logged it (a stage logs only the losses it computes)."""
+    points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+    if points:
+        axis.plot([s for s, _ in points], [v for _, v in points], **style)
 
 
 def plot_curve(log: Path, out: Path) -> Path:
@@ -17,22 +25,22 @@ def plot_curve(log: Path, out: Path) -> Path:
     text = [(int(r["step"]), float(r["ce"])) for r in rows if r["stage"] == "text" and r["ce"]]
     asr = [r for r in rows if r["stage"] == "asr"]
     encoder = [r for r in rows if r["stage"] == "encoder"]
+    # Stage bridge goes on from stage encoder's last step.
+    last = max((int(r["step"]) for r in encoder), default=0)
+    encoder += [{**r, "step": str(last + int(r["step"]))} for r in rows if r["stage"] == "bridge"]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4))
     left.plot([s for s, _ in text], [v for _, v in text], color="tab:blue")
     left.set(title="stage text: Qwen3 base, chat-format English", xlabel="step", ylabel="cross-entropy (sampled softmax)")
-    steps = [int(r["step"]) for r in encoder]
-    middle.plot(steps, [float(r["ctc"]) for r in encoder], label="CTC", color="tab:gray")
-    middle.plot(steps, [float(r["align"]) for r in encoder], label="per-frame tokens (spoken, before)", color="tab:purple")
-    middle.set(title="stage encoder: FastConformer alone", xlabel="step", ylabel="loss", yscale="log")
+    for key, label, color in (("ctc", "token CTC", "tab:gray"), ("phoneme_ctc", "phoneme CTC", "tab:brown"),
+                              ("align", "per-frame tokens (spoken, before)", "tab:purple"),
+                              ("read", "bridge: frames read as tokens", "tab:olive"),
+                              ("match", "bridge: frame-to-sketch distance", "tab:red")):  # fmt: skip
+        _series(middle, encoder, key, label=label, color=color)
+    middle.set(title="stages encoder, then bridge: FastConformer (+ projection)", xlabel="step", ylabel="loss", yscale="log")
     middle.legend(loc="upper right")
-    steps = [int(r["step"]) for r in asr]
-    right.plot(steps, [float(r["ce"]) for r in asr], label="LLM cross-entropy", color="tab:orange")
-    right.plot(steps, [float(r["ctc"]) for r in asr], label="auxiliary CTC", color="tab:gray", alpha=0.6)
-    right.plot(steps, [float(r["align"]) for r in asr], label="auxiliary per-frame tokens", color="tab:purple", alpha=0.6)
-    matched = [(int(r["step"]), float(r["match"])) for r in asr if r.get("match")]
-    if matched:
-        right.plot([s for s, _ in matched], [v for _, v in matched], label="auxiliary frame-to-sketch distance", color="tab:red", alpha=0.6)
-    right.set(title="stage asr: encoder, projection, LoRA", xlabel="step", ylabel="loss", yscale="log")
+    _series(right, asr, "ce", label="LLM cross-entropy", color="tab:orange")
+    _series(right, asr, "match", label="frame-to-sketch distance", color="tab:red", alpha=0.6)
+    right.set(title="stage asr: projection, LoRA", xlabel="step", ylabel="loss", yscale="log")
     scored = [(int(r["step"]), float(r["wer"])) for r in asr if r["wer"]]
     if scored:
         wer_axis = right.twinx()

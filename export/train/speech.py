@@ -11,6 +11,7 @@ import io
 import math
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import av
@@ -83,6 +84,25 @@ def _text_end(text: str, start: int, stop: int) -> int:
     return stop
 
 
+def _library() -> Synthesizer:
+    global _synthesizer
+    if _synthesizer is None:  # one per process: the library is process-global
+        _synthesizer = Synthesizer()
+    return _synthesizer
+
+
+def phonemes(text: str, voice: Voice) -> list[str]:
+    """The phonemes `voice` says for `text` (espeak's names, in its accent)."""
+    return _library().phonemes(text, voice.name)
+
+
+def phoneme_inventory(texts: Sequence[str]) -> list[str]:
+    """Every phoneme the training accents say in `texts`, sorted: the classes of the phoneme
+    CTC head, the same on every run over the same corpus."""
+    found = {name for accent in TRAIN_ACCENTS for text in texts for name in phonemes(text, Voice(accent))}
+    return sorted(found)
+
+
 def speak_timed(text: str, voice: Voice) -> tuple[np.ndarray, list[TimedWord]]:
     """The same engine's speech through libespeak-ng (float32 at 16 kHz) and each word's span.
 
@@ -91,11 +111,9 @@ def speak_timed(text: str, voice: Voice) -> tuple[np.ndarray, list[TimedWord]]:
     Its text runs on to the next word's: espeak reports "won't" as "won", and speaks an
     unstressed word with its neighbour ("on the" is one event).
     """
-    global _synthesizer
-    if _synthesizer is None:  # one per process: the library is process-global
-        _synthesizer = Synthesizer()
-    pcm, words = _synthesizer.speak(text, voice.name, voice.words_per_minute, voice.pitch)
-    rate = _synthesizer.sample_rate
+    synthesizer = _library()
+    pcm, words = synthesizer.speak(text, voice.name, voice.words_per_minute, voice.pitch)
+    rate = synthesizer.sample_rate
     loud = np.flatnonzero(np.abs(pcm) > 1e-3)
     end = int(loud[-1]) + 1 if loud.size else pcm.size
     starts = [w.start_sample for w in words] + [end]
