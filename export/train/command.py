@@ -4,8 +4,8 @@ Steps, each resumable (a killed run restarts where its last checkpoint left it):
   1. the seeded checkpoint at DEMO_SIZES (what `export tiny` draws from DEMO_SEED);
   2. speech shards made in a background process (export/train/dataset.py);
   3. stage "text" and stage "encoder" (independent: `--stage text` and `--stage encoder` run side by
-     side, one core each), then stage "asr" (export/train/trainer.py), checkpointed every few
-     minutes;
+     side, one core each), then stages "bridge" and "asr" (export/train/trainer.py), checkpointed
+     every few minutes;
   4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
 """
 
@@ -59,10 +59,19 @@ GENERATOR_NICENESS = 9
 
 
 def _seeded(work: Path, seed: int) -> Path:
+    """The seeded checkpoint training starts from; built aside and renamed into place, since the
+    text and encoder stages' processes may both start on a fresh work directory."""
     path = work / "seeded"
     if not (path / WEIGHTS_FILE).is_file():
-        shutil.rmtree(path, ignore_errors=True)
-        build_tiny(path, seed=seed, sizes=DEMO_SIZES)
+        if path.exists() and time.time() - path.stat().st_mtime > 60:
+            shutil.rmtree(path, ignore_errors=True)  # a build that was killed half way
+        aside = Path(tempfile.mkdtemp(dir=work, prefix=".seeded-"))
+        build_tiny(aside / "checkpoint", seed=seed, sizes=DEMO_SIZES)
+        try:
+            (aside / "checkpoint").rename(path)
+        except OSError:  # the other stage's process was first: the same draw
+            pass
+        shutil.rmtree(aside, ignore_errors=True)
     return path
 
 
@@ -144,6 +153,8 @@ class Run:
             self.config.text.steps = args.text_steps
         if args.encoder_steps is not None:
             self.config.encoder.steps = args.encoder_steps
+        if args.bridge_steps is not None:
+            self.config.bridge.steps = args.bridge_steps
         if args.asr_steps is not None:
             self.config.asr.steps = args.asr_steps
         if args.shards is not None:
@@ -380,6 +391,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (data, order, init of trained parts)")
     parser.add_argument("--text-steps", type=int, default=None, help="steps of the text stage")
     parser.add_argument("--encoder-steps", type=int, default=None, help="steps of the encoder stage")
+    parser.add_argument("--bridge-steps", type=int, default=None, help="steps of the bridge stage")
     parser.add_argument("--asr-steps", type=int, default=None, help="steps of the ASR stage")
     parser.add_argument("--shards", type=int, default=None, help=f"speech shards of {SHARD_SIZE} utterances")
     parser.add_argument(
