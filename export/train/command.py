@@ -281,8 +281,8 @@ class Run:
         heads_from: AsrStage | None = None,
         bridge: bool = False,
     ) -> AsrStage:
-        """Stage "asr", or with `encoder_only` stage "encoder"; a fresh stage "asr" that trains
-        the encoder starts with the auxiliary heads of `heads_from` (stage "encoder")."""
+        """Stage "asr", with `encoder_only` stage "encoder", with `bridge` stage "bridge"; a fresh
+        stage that trains the encoder starts with the auxiliary heads of `heads_from`."""
         name = "bridge" if bridge else "encoder" if encoder_only else "asr"
         stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only, phoneme_names=phoneme_names, bridge=bridge)
         cfg = self.config.bridge if bridge else self.config.encoder if encoder_only else self.config.asr
@@ -398,7 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stage",
         choices=("all", "text", "encoder"),
         default="all",
-        help="run stage text alone, or stage encoder alone (they can run side by side); all: both, then stage asr",
+        help="run stage text alone, or stage encoder alone (they can run side by side); all: both, then stages bridge and asr",
     )
 
 

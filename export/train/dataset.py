@@ -3,8 +3,9 @@
 Each shard is one `.npz` holding log-mel frames (float16, what the serving preprocessor computes:
 canary_qwen.mel.LogMel with the checkpoint's filterbank), per-utterance frame offsets and lengths,
 the target token ids, a token label per mel frame (-1 where no word is being spoken) from
-libespeak-ng's word timings, and the phonemes espeak said (space-separated names). Shards are written under a temporary name and renamed, so a reader
-only ever sees whole shards; a generator that is stopped resumes at the first missing shard.
+libespeak-ng's word timings, and the phonemes espeak said (space-separated names). Shards are
+written under a temporary name and renamed, so a reader only ever sees whole shards; a generator
+that is stopped resumes at the first missing shard.
 """
 
 from __future__ import annotations
