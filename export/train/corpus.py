@@ -60,6 +60,11 @@ def plain(word: str, first: bool) -> str:
     return bare
 
 
+def capitalised(word: str) -> str:
+    """The word as a shuffle's first word writes it (and `token_forms` must know it so)."""
+    return word[:1].upper() + word[1:]
+
+
 def shuffled_words(sentences: Sequence[str], rng: np.random.Generator) -> str:
     """A sentence the corpus does not hold: the sentences' words in a random order, a random
     number of them (at least three, or all there are), written as a sentence is (`plain` words,
@@ -71,7 +76,7 @@ def shuffled_words(sentences: Sequence[str], rng: np.random.Generator) -> str:
     pool = [w for w in pool if w]
     size = int(rng.integers(min(3, len(pool)), len(pool) + 1))
     picked = [pool[int(i)] for i in rng.permutation(len(pool))[:size]]
-    picked[0] = picked[0][:1].upper() + picked[0][1:]
+    picked[0] = capitalised(picked[0])
     return " ".join(picked) + "."
 
 
@@ -90,7 +95,7 @@ def token_forms(train: Sequence[str]) -> list[str]:
             bare = plain(word, i == 0)
             forms += [word, " " + word]
             if bare:
-                upper = bare[:1].upper() + bare[1:]
+                upper = capitalised(bare)
                 forms += [bare, " " + bare, upper, " " + upper, bare + ".", " " + bare + "."]
     return forms
 
