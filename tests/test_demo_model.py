@@ -195,25 +195,26 @@ def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) 
     # Half the sketches say two utterance's worth: `sentence` then `other`.
     drawn = [examples(sentence, other, rng, [sentence, other] if k % 2 else ()) for k in range(400)]
     sketched = [(seq, at, before) for seq, at, before in drawn if at.stop > at.start]
-    assert all(set(before) == {NO_TOKEN} for _, at, before in drawn if at.stop == at.start)
+    assert all({t for row in before for t in row} == {NO_TOKEN} for _, at, before in drawn if at.stop == at.start)
     assert abs(len(sketched) / len(drawn) - ASR_SHARE) < 0.08
     utterance = compose([sentence], Voice("en-us"), rng)
     ids_real, offsets = Encoder().with_offsets(sentence)
     real = frame_labels(utterance, ids_real, offsets, utterance.audio.size // 160)[4::8]  # encoder frames
     kept, both = [], examples.encode(f"{sentence} {other}")
-    for seq, at, before in sketched:
+    for seq, at, rows in sketched:
+        before, before2 = [r[0] for r in rows], [r[1] for r in rows]
         assert seq[: at.start] == head and seq[at.stop : at.stop + len(tail)] == tail and seq[-1] == IM_END_ID
         answer = seq[at.stop + len(tail) : -1]
         assert answer in (ids, both)
-        assert set(before[: at.start] + before[at.stop :]) == {NO_TOKEN}
+        assert set(before[: at.start] + before[at.stop :]) == set(before2[: at.start] + before2[at.stop :]) == {NO_TOKEN}
         frames = seq[at]
-        # Each spoken frame also holds the token spoken before it: a chain through the sentence.
+        # Each spoken frame also holds the two tokens spoken before it: a chain through the sentence.
         spoken_at = [i for i, t in enumerate(frames) if t != SILENCE_ID]
-        previous = SILENCE_ID
+        previous, second = SILENCE_ID, SILENCE_ID
         for i, j in zip(spoken_at, spoken_at[1:] + [None]):
-            assert before[at][i] == previous
+            assert before[at][i] == previous and before2[at][i] == second
             if j is not None and frames[j] != frames[i]:
-                previous = frames[i]
+                previous, second = frames[i], previous
         last = spoken_at[-1]
         assert before[at][last + 1 :] == [frames[last]] * (len(frames) - last - 1)
         assert all(before[at][i] == NO_TOKEN for i in range(last) if frames[i] == SILENCE_ID)
@@ -240,6 +241,22 @@ def test_preceding_tokens_chain_runs_across_pauses() -> None:
     assert preceding_tokens(frames) == [N, N, S, S, 5, N, 5, 6, N, N, 7, 8, 8]
     assert preceding_tokens([S, S]) == [N, N]
     assert preceding_tokens([9]) == [S]
+    # two runs back: the token before the one before; after the last word, the one before it
+    assert preceding_tokens(frames, 2) == [N, N, S, S, S, N, S, 5, N, N, 6, 7, 7]
+    assert preceding_tokens([9, S], 2) == [S, S]
+
+
+def test_history_keys_repeated_tokens_apart() -> None:
+    """A token said twice ("be good, be careful"): the frames after each hold the same token one
+    run back, and different ones two runs back, so the base can tell where it is reading."""
+    from export.train.trainer import PRECEDING_BACK, SILENCE_ID, history
+
+    S = SILENCE_ID
+    be, good, careful, cant = 1, 2, 3, 4
+    frames = [S, cant, be, be, good, S, be, careful, S]
+    rows = history(frames)
+    assert PRECEDING_BACK == 2 and all(len(r) == 2 for r in rows)
+    assert rows[4] == [be, cant] and rows[7] == [be, good]
 
 
 @pytest.fixture()
@@ -258,18 +275,32 @@ def test_text_stage_scores_only_the_answer_after_a_sketch(fresh_salm, corpus) ->
 
     stage = TextStage(fresh_salm, fresh_salm.tokenizer.tokenizer, list(corpus.train[:64]), TrainConfig())
     head, tail = stage.examples.asr_template
-    ids, scored, _, noise = stage.batch(3)
-    sketched = 0
-    for row, score, level in zip(ids.tolist(), scored.tolist(), noise.tolist()):
+    config = TrainConfig()
+    ids, scored, _, noise, weight = stage.batch(3)
+    sketched = repeats = 0
+    for row, score, level, w in zip(ids.tolist(), scored.tolist(), noise.tolist(), weight.tolist()):
         n = sum(t >= 0 for t in row)
         if row[: len(head)] == head and any(level):
             sketched += 1
             answer = max(i for i in range(n) if row[i - len(tail) : i] == tail)
             assert row[n - 1] == IM_END_ID
             assert [i for i in range(len(row)) if score[i]] == list(range(answer, n))
+            # The token after one the answer said before weighs more: the lookup is ambiguous there.
+            heavy = [i for i in range(answer + 1, n) if row[i - 1] in row[answer : i - 1]]
+            assert [i for i in range(len(row)) if w[i] != 1.0] == heavy
+            assert all(w[i] == config.repeat_weight for i in heavy)
+            repeats += len(heavy)
         else:
             assert [i for i in range(len(row)) if score[i]] == list(range(1, n))
+            assert set(w) == {1.0}
     assert 0 < sketched < len(ids)
+    assert repeats > 0
+    # The loss weighs them; the cross-entropy it logs does not.
+    out = stage.loss(3)
+    assert not torch.isclose(out["loss"], out["ce"])
+    stage.config.repeat_weight = 1.0
+    out = stage.loss(3)
+    assert torch.isclose(out["loss"], out["ce"])
 
 
 def _aligned_items(salm) -> tuple[list[int], list[Any]]:  # type: ignore[no-untyped-def]
@@ -364,7 +395,7 @@ def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> No
     assert all(torch.equal(p, llm_before[n]) for n, p in fresh_salm.llm.named_parameters())
     # A frame that is exactly its sketch is read as its tokens.
     spoken = torch.tensor([tokens[0], tokens[1]])
-    before = torch.tensor([tokens[2], tokens[3]])
+    before = torch.tensor([[tokens[2], tokens[4]], [tokens[3], tokens[5]]])  # per frame: 1 and 2 runs back
     _, exact = stage._sketch_target(spoken[None], before[None])
     assert float(stage._read(exact, spoken, before)) < float(stage._read(exact.flip(0), spoken, before))
 
@@ -422,7 +453,7 @@ def test_projection_fit_is_the_least_squares_map_to_the_sketch(fresh_salm) -> No
                 spoken = stage._frame_tokens(encoded.shape[2], enc_len, [item.labels for item in batch])
                 valid = spoken >= 0
                 projected.append(fresh_salm.perception.proj(encoded.transpose(1, 2))[valid])
-                targets.append(sketch_embeddings(stage.table, spoken[valid], stage._preceding(spoken)[valid], stage.rotation))
+                targets.append(sketch_embeddings(stage.table, spoken[valid], stage._preceding(spoken)[valid], stage.rotations))
         x, y = torch.cat(projected), torch.cat(targets)
         return float(((x - y).pow(2).sum(-1) / y.pow(2).sum(-1)).mean()), float((x - y).pow(2).sum())
 
@@ -475,7 +506,7 @@ def test_text_stage_sketches_say_what_speech_utterances_say(fresh_salm, corpus) 
     tokenizer = fresh_salm.tokenizer.tokenizer
     answers = []
     for step in range(6):
-        ids, scored, _, noise = stage.batch(step)
+        ids, scored, _, noise, _ = stage.batch(step)
         for row, score, level in zip(ids.tolist(), scored.tolist(), noise.tolist()):
             if row[: len(head)] == head and any(level):
                 answers.append(tokenizer.decode([t for t, s in zip(row, score) if s][:-1]))
