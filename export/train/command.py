@@ -51,7 +51,7 @@ from export.train.trainer import (
 )
 
 # Held-out sentences in the run's WER (each in every held-out voice). At 4 (16 clips) one run's
-# figure swung 0.52-0.78 where 80 clips of the same weights gave 0.42-0.53 (2026-12-06).
+# figure was 0.65-0.78 where 80 clips of the same weights gave 0.42-0.61 (2026-12-06).
 EVAL_SENTENCES = 12
 COPY_SENTENCES = 40
 # Batches (of the stage's size) the projection is fitted on before stage asr's first step.

@@ -116,8 +116,8 @@ class TrainConfig:
     # projection and LoRA at the full rate: 0.787 at step 1,000, 0.667 at 2,000.
     # The encoder and the projection on the aligned losses, the match and the read (`_read`),
     # after stages text and encoder: it needs the text stage's table. 4,000 steps at read weight
-    # 3: held-out frames read as the spoken token (among the sentence's own) 0.811, against
-    # 0.769 after 2,500 at weight 1 and 2,500 more at 3 (2026-12-06).
+    # 3, then stage asr: held-out frames read as the spoken token (among the sentence's own) at
+    # 0.81, against 0.775 after 2,500 at weight 1 and 2,500 more at 3 (2026-12-06).
     bridge: StageConfig = field(default_factory=lambda: StageConfig(steps=4000, peak_lr=5e-4, warmup=100, batch=3200))
     asr: StageConfig = field(
         default_factory=lambda: StageConfig(steps=2000, peak_lr=1e-3, warmup=50, batch=3200)
@@ -294,7 +294,9 @@ def preceding_rotations(d: int) -> torch.Tensor:
     return torch.stack([preceding_rotation(d, b) for b in range(1, PRECEDING_BACK + 1)])
 
 
-def sketch_embeddings(table: torch.Tensor, tokens: torch.Tensor, preceding: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+def sketch_embeddings(
+    table: torch.Tensor, tokens: torch.Tensor, preceding: torch.Tensor, rotations: torch.Tensor
+) -> torch.Tensor:
     """Embeddings of token ids, plus the rotated embeddings of the tokens before where a position
     has them (`preceding` [..., PRECEDING_BACK], NO_TOKEN elsewhere and outside the sketch)."""
     out = table[tokens]
@@ -340,7 +342,7 @@ class ChatExamples:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def asr_form(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], slice, list[int]]:
+    def asr_form(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], slice, list[list[int]]]:
         """The ASR prompt with a sketch of the sentence's audio in the audio's place, then the
         sentence; where the sketch lies; and each position's preceding tokens (NO_TOKEN outside
         the sketch)."""
@@ -405,9 +407,9 @@ class TextStage:
         """Token ids (-1 padding), which positions are scored as targets, each position's
         preceding tokens (NO_TOKEN outside the audio sketch), per sequence the noise level of
         each position (0 outside the audio sketch) and each target's weight (`repeat_weight`
-        where the answer token before it was said before). A sequence with a sketch is scored only on
-        its answer: the sketch's frames say little about the next frame, and serving never
-        asks the base to guess them."""
+        where the answer token before it was said before). A sequence with a sketch is scored
+        only on its answer: the sketch's frames say little about the next frame, and serving
+        never asks the base to guess them."""
         rng = np.random.default_rng([self.config.seed, 2, step])
         n = len(self.corpus)
         # The sketches say what speech utterances say: several sentences, half of them shuffled
