@@ -246,6 +246,17 @@ def test_preceding_tokens_chain_runs_across_pauses() -> None:
     assert preceding_tokens([9, S], 2) == [S, S]
 
 
+def test_repeat_positions_follow_spoken_tokens() -> None:
+    from export.train.trainer import repeat_positions
+
+    spoken = lambda t: t > 0  # noqa: E731 - 0 stands for punctuation
+    # If you can't be good , be careful .
+    assert repeat_positions([1, 2, 3, 4, 5, 0, 4, 6, 0], spoken) == [7]
+    # be , be , seven: both tokens after the second "be" follow it, the comma between too
+    assert repeat_positions([4, 0, 4, 0, 7], spoken) == [3, 4]
+    assert repeat_positions([0, 0, 1, 0], spoken) == []
+
+
 def test_history_keys_repeated_tokens_apart() -> None:
     """A token said twice ("be good, be careful"): the frames after each hold the same token one
     run back, and different ones two runs back, so the base can tell where it is reading."""
@@ -285,8 +296,14 @@ def test_text_stage_scores_only_the_answer_after_a_sketch(fresh_salm, corpus) ->
             answer = max(i for i in range(n) if row[i - len(tail) : i] == tail)
             assert row[n - 1] == IM_END_ID
             assert [i for i in range(len(row)) if score[i]] == list(range(answer, n))
-            # The token after one the answer said before weighs more: the lookup is ambiguous there.
-            heavy = [i for i in range(answer + 1, n) if row[i - 1] in row[answer : i - 1]]
+            # A token whose last spoken token before it the answer said before weighs more: the
+            # lookup is ambiguous there (punctuation has no frames, so it is skipped).
+            spoken = [i for i in range(answer, n) if stage.examples.sketch.spoken(row[i])]
+            heavy = []
+            for i in range(answer, n):
+                last = [j for j in spoken if j < i]
+                if last and row[last[-1]] in [row[j] for j in last[:-1]]:
+                    heavy.append(i)
             assert [i for i in range(len(row)) if w[i] != 1.0] == heavy
             assert all(w[i] == config.repeat_weight for i in heavy)
             repeats += len(heavy)
@@ -374,7 +391,7 @@ def test_stage_asr_leaves_a_frozen_encoder_as_stage_encoder_made_it(fresh_salm) 
 def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> None:  # type: ignore[no-untyped-def]
     """Stage bridge trains the encoder and the projection (not the LLM) on the aligned losses, the
     match and the read: projected frames classified by dot product with the embedding table as
-    the spoken token and, turned back by the sketch's rotation, the token before it."""
+    the spoken token and, each turned back by its rotation, the two tokens before it."""
     from export.train.trainer import AsrStage, TrainConfig
 
     tokens, items = _aligned_items(fresh_salm)
@@ -398,6 +415,8 @@ def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> No
     before = torch.tensor([[tokens[2], tokens[4]], [tokens[3], tokens[5]]])  # per frame: 1 and 2 runs back
     _, exact = stage._sketch_target(spoken[None], before[None])
     assert float(stage._read(exact, spoken, before)) < float(stage._read(exact.flip(0), spoken, before))
+    # ... and each token back through its own rotation: swapped columns read worse.
+    assert float(stage._read(exact, spoken, before)) < float(stage._read(exact, spoken, before[:, [1, 0]]))
 
 
 def test_sketch_share_falls_from_one_to_zero() -> None:
