@@ -348,7 +348,7 @@ def test_stage_encoder_trains_the_encoder_alone_on_aligned_losses(fresh_salm) ->
     from export.train.trainer import AsrStage, TrainConfig
 
     tokens, items = _aligned_items(fresh_salm)
-    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), encoder_only=True, phoneme_names=_PHONEMES[:4])
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), "encoder", phoneme_names=_PHONEMES[:4])
     assert stage._phoneme_classes(["t", "D", "x"]).tolist() == [5, 1, 5]  # 0 is blank, 5 "other"
     untouched = {n: p.detach().clone() for n, p in fresh_salm.named_parameters() if not n.startswith("perception.encoder.")}
     encoder_before = {n: p.detach().clone() for n, p in fresh_salm.perception.encoder.named_parameters()}
@@ -395,7 +395,7 @@ def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> No
     from export.train.trainer import AsrStage, TrainConfig
 
     tokens, items = _aligned_items(fresh_salm)
-    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), phoneme_names=_PHONEMES, bridge=True)
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), "bridge", phoneme_names=_PHONEMES)
     llm_before = {n: p.detach().clone() for n, p in fresh_salm.llm.named_parameters()}
     proj_before = fresh_salm.perception.proj.weight.detach().clone()
     optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-3)
@@ -569,7 +569,7 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
     config = TrainConfig(asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2, asr_projection_lr_scale=0.3)
     ids = Run._corpus_ids(tuple(corpus.train[:50]))
     for encoder_only in (True, False):
-        stage = AsrStage(fresh_salm, list(range(15)), ids, config, encoder_only=encoder_only)
+        stage = AsrStage(fresh_salm, list(range(15)), ids, config, "encoder" if encoder_only else "asr")
         groups = stage.param_groups()
         grouped = [p for g in groups for p in g["params"]]
         assert len({id(p) for p in grouped}) == len(grouped) == len(stage.parameters())

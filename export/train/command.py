@@ -43,6 +43,8 @@ from export.train.trainer import (
     AsrStage,
     Log,
     ShardStream,
+    SpeechStage,
+    StageConfig,
     TextStage,
     TrainConfig,
     config_json,
@@ -205,13 +207,13 @@ class Run:
         if self.stage != "encoder":
             self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
         if self.stage != "text":
-            encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, encoder_only=True)
+            encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "encoder")
         if self.stage != "all":
             if gen.is_alive():
                 gen.terminate()
             return 0
-        bridge = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, encoder_only=True, bridge=True, heads_from=encoder_stage)
-        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, heads_from=bridge)
+        bridge = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "bridge", heads_from=encoder_stage)
+        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "asr", heads_from=bridge)
         wer, hyps = evaluate(model, clips)
         print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
         self._ship(model, seeded, corpus, wer, clips, hyps)
@@ -279,15 +281,14 @@ class Run:
         corpus_ids: list[int],
         clips: list[Any],
         phoneme_names: list[str],
-        encoder_only: bool = False,
+        name: SpeechStage,
         heads_from: AsrStage | None = None,
-        bridge: bool = False,
     ) -> AsrStage:
-        """Stage "asr", with `encoder_only` stage "encoder", with `bridge` stage "bridge"; a fresh
-        stage that trains the encoder starts with the auxiliary heads of `heads_from`."""
-        name = "bridge" if bridge else "encoder" if encoder_only else "asr"
-        stage = AsrStage(model, prompt, corpus_ids, self.config, encoder_only=encoder_only, phoneme_names=phoneme_names, bridge=bridge)
-        cfg = self.config.bridge if bridge else self.config.encoder if encoder_only else self.config.asr
+        """Stage `name` on speech; a fresh stage that trains the encoder starts with the
+        auxiliary heads of `heads_from`."""
+        stage = AsrStage(model, prompt, corpus_ids, self.config, name, phoneme_names=phoneme_names)
+        encoder_only, bridge = stage.encoder_only, stage.bridge
+        cfg: StageConfig = getattr(self.config, name)
         optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
         step = self._resume(name, model, optimizer, [(head, key) for key, head in stage.heads().items()])
         if heads_from is not None and step == 0:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -617,12 +617,15 @@ def spec_augment(mel: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator)
     return mel
 
 
+SpeechStage = Literal["encoder", "bridge", "asr"]
+
+
 class AsrStage:
-    """Stage "asr"; with `encoder_only`, stage "encoder": the encoder and the auxiliary heads on
+    """One of the stages on speech, by `name`: "encoder", the encoder and the auxiliary heads on
     the aligned losses (CTC over tokens and phonemes, per-frame tokens), nothing through the LLM;
-    with `bridge`, stage "bridge": those and the projection, on the aligned losses, the match and
-    the read. The sketch's table is the model's embedding at construction: the text stage's,
-    once it has finished."""
+    "bridge", those and the projection, on the aligned losses, the match and the read; "asr",
+    projection and LoRA through the LLM. The sketch's table is the model's embedding at
+    construction: the text stage's, once it has finished."""
 
     def __init__(
         self,
@@ -630,12 +633,13 @@ class AsrStage:
         prompt_ids: Sequence[int],
         corpus_ids: Sequence[int],
         config: TrainConfig,
-        encoder_only: bool = False,
+        name: SpeechStage = "asr",
         phoneme_names: Sequence[str] = (),
-        bridge: bool = False,
     ) -> None:
-        self.model, self.config, self.encoder_only, self.bridge = model, config, encoder_only or bridge, bridge
-        encoder_only = self.encoder_only
+        self.model, self.config, self.name = model, config, name
+        # Nothing through the LLM (stages encoder and bridge), and the bridge's projection losses.
+        self.encoder_only, self.bridge = name != "asr", name == "bridge"
+        encoder_only, bridge = self.encoder_only, self.bridge
         self.prompt = torch.tensor(list(prompt_ids), dtype=torch.long)
         table = model.embed_tokens.weight.detach()
         self.table = table
