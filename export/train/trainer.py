@@ -155,9 +155,9 @@ class TrainConfig:
     sketch_swap: float = 0.05  # share of sketch frames swapped for another token (misheard)
     sketch_blur: float = 0.5  # share of sketch frames at a token boundary blended with the one before
     # The text stage's weight on an answer token after a spoken token the answer said before
-    # (`repeat_positions`): only there does the lookup need the second token back, and at weight 1 a base that had
-    # learned with one token back still looped there (held-out clean sketches: WER 0.72 on
-    # sentences with a repeated word, 0.095 without, 2026-12-06).
+    # (`repeat_positions`): only there does the lookup need the second token back, and at weight
+    # 1 a base that had learned with one token back still looped there (held-out clean sketches:
+    # WER 0.72 on sentences with a repeated word, 0.095 without, 2026-12-06).
     repeat_weight: float = 4.0
     # The corpus's words spell 2,196 distinct tokens (`corpus.token_forms`), the most frequent
     # ones get classes, the rest share one; at 4,096 classes the two heads cost a third of an
@@ -422,9 +422,8 @@ class TextStage:
         """Token ids (-1 padding), which positions are scored as targets, each position's
         preceding tokens (NO_TOKEN outside the audio sketch), per sequence the noise level of
         each position (0 outside the audio sketch) and each target's weight (`repeat_weight` at
-        `repeat_positions`). A sequence with a sketch is scored
-        only on its answer: the sketch's frames say little about the next frame, and serving
-        never asks the base to guess them."""
+        `repeat_positions`). A sequence with a sketch is scored only on its answer: the sketch's
+        frames say little about the next frame, and serving never asks the base to guess them."""
         rng = np.random.default_rng([self.config.seed, 2, step])
         n = len(self.corpus)
         # The sketches say what speech utterances say: several sentences, half of them shuffled
