@@ -21,7 +21,7 @@ help:
 	@echo "make triton  - start tritonserver on 127.0.0.1 with $(MODEL_DIR)/model_repository"
 	@echo "make gateway - start the HTTP gateway alone (GATEWAY_PORT, default 8080)"
 	@echo "make bench   - run the benchmarks in bench/"
-	@echo "make train   - train the demo model (about 2 hours on two cores; not needed by serve/test)"
+	@echo "make train   - train the demo model (about 3.5 hours, two cores; not needed by serve/test)"
 
 # torch is pinned to the local CPU wheel first, so nothing later pulls a CUDA build.
 $(STAMP): pyproject.toml constraints.txt

@@ -388,6 +388,29 @@ def test_stage_asr_leaves_a_frozen_encoder_as_stage_encoder_made_it(fresh_salm) 
     assert not torch.equal(fresh_salm.perception.proj.weight, proj_before)
 
 
+def test_stage_asr_trains_only_its_embedding_rows(fresh_salm) -> None:  # type: ignore[no-untyped-def]
+    """With `asr_rows_lr_scale`, stage asr trains the embedding rows of the corpus's tokens, the
+    prompt and silence, lays them into the model's table after each step, and leaves every other
+    row as it was (the shipped file holds only changed rows)."""
+    from export.train.trainer import AsrStage, TrainConfig
+
+    tokens, items = _aligned_items(fresh_salm)
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(asr_rows_lr_scale=1.0))
+    assert stage.rows is not None and set(range(15)) | set(tokens) <= set(stage.row_ids.tolist())
+    table = fresh_salm.embed_tokens.weight
+    before = table.detach().clone()
+    optimizer = torch.optim.AdamW(stage.param_groups(), lr=1e-3)
+    out = stage.loss(items[:2], 0)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    stage.sync_rows()
+    changed = (table.detach() != before).any(dim=1)
+    assert changed.any() and set(changed.nonzero().squeeze(1).tolist()) <= set(stage.row_ids.tolist())
+    assert torch.equal(table.detach()[stage.row_ids], stage.rows.detach())
+    assert torch.equal(stage._embed(stage.row_ids), stage.rows)  # the loss reads the trained rows
+
+
 def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> None:  # type: ignore[no-untyped-def]
     """Stage bridge trains the encoder and the projection (not the LLM) on the aligned losses, the
     match and the read: projected frames classified by dot product with the embedding table as
@@ -566,7 +589,9 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
     from export.train.command import Run
     from export.train.trainer import AsrStage, TrainConfig
 
-    config = TrainConfig(asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2, asr_projection_lr_scale=0.3)
+    config = TrainConfig(
+        asr_encoder_lr_scale=0.1, asr_lora_lr_scale=0.2, asr_projection_lr_scale=0.3, asr_base_lr_scale=0.4, asr_rows_lr_scale=0.5
+    )
     ids = Run._corpus_ids(tuple(corpus.train[:50]))
     for encoder_only in (True, False):
         stage = AsrStage(fresh_salm, list(range(15)), ids, config, "encoder" if encoder_only else "asr")
@@ -575,12 +600,20 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
         assert len({id(p) for p in grouped}) == len(grouped) == len(stage.parameters())
         assert {id(p) for p in grouped} == {id(p) for p in stage.parameters()}
         names = {id(p): n for n, p in fresh_salm.named_parameters()}
+        if stage.rows is not None:
+            names[id(stage.rows)] = "rows"
 
         def kind(p: torch.nn.Parameter) -> str:
             name = names.get(id(p), "head")  # the auxiliary heads are the stage's own
-            return "lora" if "lora_" in name else name.split(".")[1] if name.startswith("perception.") else name
+            if name == "rows":
+                return "rows"
+            if "lora_" in name:
+                return "lora"
+            if name.startswith("llm."):
+                return "base"
+            return name.split(".")[1] if name.startswith("perception.") else name
 
-        expected = {"encoder": 0.1, "lora": 0.2, "proj": 0.3}
+        expected = {"encoder": 0.1, "lora": 0.2, "proj": 0.3, "base": 0.4, "rows": 0.5}
         for group in groups:
             kinds = {kind(p) for p in group["params"]}
             if encoder_only:
@@ -588,3 +621,7 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
             else:
                 share = {expected[k] for k in kinds if k in expected}
                 assert share == {group["lr_scale"]}, (kinds, group["lr_scale"])
+        trained = {names.get(id(p), "head") for p in grouped}
+        assert not any("embed_tokens" in n or "lm_head" in n for n in trained)  # the table stays the text stage's
+        assert any(n.startswith("llm.") and "lora_" not in n for n in trained) != encoder_only
+        assert ("rows" in trained) != encoder_only

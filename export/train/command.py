@@ -284,7 +284,8 @@ class Run:
         encoder_only, bridge = stage.encoder_only, stage.bridge
         cfg: StageConfig = getattr(self.config, name)
         optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
-        step = self._resume(name, model, optimizer, [(head, key) for key, head in stage.heads().items()])
+        rows = [(stage.rows, "rows")] if stage.rows is not None else []
+        step = self._resume(name, model, optimizer, [(head, key) for key, head in stage.heads().items()] + rows)
         if heads_from is not None and step == 0:
             for key, head in stage.heads().items():
                 head.load_state_dict(heads_from.heads()[key].state_dict())
@@ -309,6 +310,7 @@ class Run:
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(stage.parameters(), 1.0)
             optimizer.step()
+            stage.sync_rows()
             step += 1
             audio_s += float(out["audio_s"])
             wer = ""
@@ -326,7 +328,9 @@ class Run:
                 state = model.state_dict()
                 if encoder_only:
                     state = {k: v for k, v in state.items() if k.startswith((ENCODER_PREFIX, PROJECTION_PREFIX) if bridge else ENCODER_PREFIX)}
-                heads = {key: head.state_dict() for key, head in stage.heads().items()}
+                heads: dict[str, Any] = {key: head.state_dict() for key, head in stage.heads().items()}
+                if stage.rows is not None:
+                    heads["rows"] = stage.rows.detach()
                 save_state(self.work / f"state-{name}.pt", state, optimizer, {"step": step, **heads})
                 self._note_time(name, time.monotonic() - started)
                 started = last_save = time.monotonic()
