@@ -328,10 +328,10 @@ class Run:
                 state = model.state_dict()
                 if encoder_only:
                     state = {k: v for k, v in state.items() if k.startswith((ENCODER_PREFIX, PROJECTION_PREFIX) if bridge else ENCODER_PREFIX)}
-                heads: dict[str, Any] = {key: head.state_dict() for key, head in stage.heads().items()}
+                extras: dict[str, Any] = {key: head.state_dict() for key, head in stage.heads().items()}
                 if stage.rows is not None:
-                    heads["rows"] = stage.rows.detach()
-                save_state(self.work / f"state-{name}.pt", state, optimizer, {"step": step, **heads})
+                    extras["rows"] = stage.rows.detach()
+                save_state(self.work / f"state-{name}.pt", state, optimizer, {"step": step, **extras})
                 self._note_time(name, time.monotonic() - started)
                 started = last_save = time.monotonic()
                 audio_s = 0.0
