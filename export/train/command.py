@@ -91,7 +91,8 @@ def _generator(work: Path, seeded: Path, train: list[str], seed: int, shards: in
 
 def _eval_set(held_out: list[str], seed: int) -> list[tuple[str, str, np.ndarray]]:
     """Every held-out sentence in every held-out voice (41 x 4 = 164 clips, about 40 s to score on
-    one core): 12 and 20 sentences ranked two runs in opposite orders (README, 2026-12-06)."""
+    one core): 12 and 20 sentences ranked two runs in opposite orders (docs/training-log.md,
+    2026-12-06)."""
     rng = np.random.default_rng([seed, 5])
     return [(voice, text, compose([text], Voice(voice), rng).audio) for voice in HELD_OUT_VOICES for text in held_out]
 
