@@ -8,8 +8,9 @@ the gateway as 16 kHz WAV:
 - streaming against non-streaming: the same clips with `stream=true`; the texts must be equal;
 - a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
   whole transcript (no words lost or repeated where pieces are cut), and every edge of the
-  verbose_json segments and the SRT/VTT cues checked against the known clip spans (an edge
-  inside a clip is inside speech).
+  verbose_json segments and the SRT/VTT cues checked against the words' audible extents
+  (espeak-ng's word timings, cut to where the word's samples are loud): an edge there is
+  inside a word, an edge in a pause between words (a clip's, or one at a comma) is not.
 
 Normalisation: canary_qwen.wer (lower case, punctuation dropped). The section goes into
 bench/results/latest.json under "wer". These figures say the pipeline gets words right on
@@ -55,11 +56,38 @@ class WerSettings(CommandSettings):
     seed: int = Field(default=3, description="Which sentences and pauses.")
 
 
+LOUD = 0.01  # a sample above this (full scale 1) is sound: espeak-ng's pauses are silent
+
+
 @dataclass(frozen=True)
 class Clip:
     voice: str
     text: str
     samples: np.ndarray
+    words: tuple[tuple[float, float], ...] = ()  # each word's audible extent in the clip, seconds
+
+
+# espeak-ng's word event can come a few ms before the previous word's sound ends: sound that
+# ends this soon after a span's start, silence following, is the previous word's tail.
+TAIL_S, GAP_S = 0.02, 0.005
+
+
+def audible_words(samples: np.ndarray, spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Each word span (start, end in seconds; espeak's spans run on to the next word's start, over
+    any pause) cut to its first and last loud sample, the previous word's tail given back to
+    it; a span with no sound is dropped."""
+    out: list[tuple[float, float]] = []
+    tail, gap = int(TAIL_S * SAMPLE_RATE), int(GAP_S * SAMPLE_RATE)
+    for start, end in spans:
+        a, b = int(start * SAMPLE_RATE), min(samples.size, int(np.ceil(end * SAMPLE_RATE)))
+        loud = np.flatnonzero(np.abs(samples[a:b]) > LOUD)
+        after_gap = np.flatnonzero(np.diff(loud) > gap)
+        if out and after_gap.size and loud[after_gap[0]] < tail:
+            out[-1] = (out[-1][0], (a + loud[after_gap[0]] + 1) / SAMPLE_RATE)
+            loud = loud[after_gap[0] + 1 :]
+        if loud.size:
+            out.append(((a + loud[0]) / SAMPLE_RATE, (a + loud[-1] + 1) / SAMPLE_RATE))
+    return tuple(out)
 
 
 def wav_bytes(samples: np.ndarray) -> bytes:
@@ -70,14 +98,16 @@ def wav_bytes(samples: np.ndarray) -> bytes:
 
 def short_clips(settings: WerSettings) -> list[Clip]:
     from export.train.corpus import load_corpus
-    from export.train.speech import HELD_OUT_VOICES, Voice, speak
+    from export.train.speech import HELD_OUT_VOICES, Voice, speak_timed
 
     held_out = list(load_corpus().held_out)
     rng = np.random.default_rng(settings.seed)
     clips = []
     for voice in (*HELD_OUT_VOICES, REFERENCE_VOICE):
         for i in rng.choice(len(held_out), min(settings.sentences, len(held_out)), replace=False):
-            clips.append(Clip(voice, held_out[int(i)], speak(held_out[int(i)], Voice(voice))))
+            samples, timed = speak_timed(held_out[int(i)], Voice(voice))
+            words = audible_words(samples, [(w.start_s, w.end_s) for w in timed])
+            clips.append(Clip(voice, held_out[int(i)], samples, words))
     return clips
 
 
@@ -85,30 +115,31 @@ def short_clips(settings: WerSettings) -> list[Clip]:
 class LongRecording:
     samples: np.ndarray
     text: str
-    spans: list[tuple[float, float]]  # each clip's audible extent, seconds
+    words: list[tuple[float, float]]  # each word's audible extent, seconds
 
 
 def long_recording(clips: list[Clip], minutes: float, seed: int) -> LongRecording:
     """Held-out clips (trimmed to their audible extent) in a row with pauses of 0.4-1.5 s."""
     rng = np.random.default_rng(seed)
     parts = [np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]
-    at, spans, texts = parts[0].size, [], []
+    at, words, texts = parts[0].size, [], []
     pool = [c for c in clips if c.voice != REFERENCE_VOICE]
     while at < minutes * 60 * SAMPLE_RATE:
         clip = pool[int(rng.integers(len(pool)))]
-        loud = np.flatnonzero(np.abs(clip.samples) > 0.01)
+        loud = np.flatnonzero(np.abs(clip.samples) > LOUD)
         speech = clip.samples[loud[0] : loud[-1] + 1]
         pause = np.zeros(int(rng.uniform(0.4, 1.5) * SAMPLE_RATE), dtype=np.float32)
-        spans.append((at / SAMPLE_RATE, (at + speech.size) / SAMPLE_RATE))
+        shift = (at - loud[0]) / SAMPLE_RATE
+        words += [(a + shift, b + shift) for a, b in clip.words]
         texts.append(clip.text)
         parts += [speech, pause]
         at += speech.size + pause.size
-    return LongRecording(np.concatenate(parts), " ".join(texts), spans)
+    return LongRecording(np.concatenate(parts), " ".join(texts), words)
 
 
-def edges_inside_speech(edges: list[float], spans: list[tuple[float, float]]) -> int:
-    """Segment/cue edges that fall strictly inside a clip's speech (not in a pause)."""
-    return sum(any(a < t < b for a, b in spans) for t in edges)
+def edges_inside_speech(edges: list[float], words: list[tuple[float, float]]) -> int:
+    """Segment/cue edges that fall strictly inside a word's audible extent (not in a pause)."""
+    return sum(any(a < t < b for a, b in words) for t in edges)
 
 
 async def _transcribe(client: httpx.AsyncClient, wav: bytes, response_format: str = "json") -> str:
@@ -179,8 +210,9 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
     long_wer = word_error_rate([long.text], [verbose["text"]])
     segment_edges = [t for s in verbose.get("segments", []) for t in (s["start"], s["end"])]
     srt_edges = [t for c in srt.parse(measured["srt"]) for t in (c.start.total_seconds(), c.end.total_seconds())]
+    # Not `start_in_seconds`: webvtt-py 0.6 gives whole seconds there.
     vtt_edges = [
-        t for c in webvtt.from_buffer(io.StringIO(measured["vtt"])) for t in (c.start_in_seconds, c.end_in_seconds)
+        t.in_milliseconds() / 1000 for c in webvtt.from_buffer(io.StringIO(measured["vtt"])) for t in (c.start_time, c.end_time)
     ]
     mismatched = [i for i in range(len(clips)) if texts[i].strip() != streamed[i].strip()]
     return {
@@ -195,10 +227,10 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         "long_reference_words": len(normalize(long.text).split()),
         "long_hypothesis_words": len(normalize(verbose["text"]).split()),
         "segments": len(verbose.get("segments", [])),
-        "segment_edges_inside_speech": edges_inside_speech(segment_edges, long.spans),
+        "segment_edges_inside_speech": edges_inside_speech(segment_edges, long.words),
         "srt_cues": len(srt_edges) // 2,
-        "srt_edges_inside_speech": edges_inside_speech(srt_edges, long.spans),
-        "vtt_edges_inside_speech": edges_inside_speech(vtt_edges, long.spans),
+        "srt_edges_inside_speech": edges_inside_speech(srt_edges, long.words),
+        "vtt_edges_inside_speech": edges_inside_speech(vtt_edges, long.words),
         "examples": [{"voice": clips[i].voice, "ref": clips[i].text, "hyp": texts[i]} for i in held[:: max(1, len(held) // 6)]],
     }
 

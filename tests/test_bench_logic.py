@@ -413,3 +413,54 @@ def test_soak_top_growers_name_the_allocating_line(tmp_path: Path) -> None:
 def _line_of(text: str) -> int:
     lines = Path(__file__).read_text().splitlines()
     return next(i for i, line in enumerate(lines, 1) if text in line and "_line_of" not in line)
+
+
+def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
+    """`bench wer`'s pure figures: the same cues in verbose_json, SRT and VTT give the same edge
+    counts (an edge at 1.5 s inside a word spoken 1.2-1.8 s is inside speech, whole seconds
+    would miss it), and WER per voice and stream equality come from the pairs."""
+    from bench.wer import Clip, LongRecording, figures
+    from export.train.speech import HELD_OUT_VOICES
+
+    silence = np.zeros(160, dtype=np.float32)
+    clips = [Clip(voice, "pass the word", silence) for voice in (*HELD_OUT_VOICES, "en-us")]
+    pairs = [("Pass the word.", "Pass the word.")] * len(clips)
+    pairs[0] = ("pass a bird", "pass a word")
+    long = LongRecording(silence, "pass the word pass the word", [(0.2, 1.0), (1.2, 1.8)])  # words
+    cues = [(0.1, 1.5), (1.5, 1.9)]  # 1.5 lies inside the second word
+    stamp = lambda t, sep: f"00:00:{int(t):02d}{sep}{round(1000 * (t % 1)):03d}"  # noqa: E731
+    srt_body = "".join(f"{k + 1}\n{stamp(a, ',')} --> {stamp(b, ',')}\npass the word\n\n" for k, (a, b) in enumerate(cues))
+    vtt_body = "WEBVTT\n\n" + "".join(f"{stamp(a, '.')} --> {stamp(b, '.')}\npass the word\n\n" for a, b in cues)
+    verbose = {"text": "pass the word pass the word", "segments": [{"start": a, "end": b} for a, b in cues]}
+    out = figures(clips, long, {"pairs": pairs, "verbose": verbose, "srt": srt_body, "vtt": vtt_body})
+    assert out["segment_edges_inside_speech"] == out["srt_edges_inside_speech"] == out["vtt_edges_inside_speech"] == 2
+    assert out["short_wer_by_voice"][HELD_OUT_VOICES[0]] == pytest.approx(2 / 3, abs=1e-4)
+    assert out["short_wer_held_out_voices"] == pytest.approx(round(2 / 12, 4))
+    assert out["stream_equals_nonstream"] == len(clips) - 1 and out["long_wer"] == 0.0
+
+
+def test_wer_long_recording_knows_where_each_word_sounds() -> None:
+    """The long recording's word extents, shifted with each trimmed clip, hold every loud sample
+    and start and end on one; pauses (between clips, or inside a word's span after a comma)
+    lie outside them."""
+    from bench.wer import LOUD, Clip, audible_words, long_recording
+
+    rate = 16000
+    clips = []
+    for k in range(3):
+        samples = np.zeros(rate, dtype=np.float32)
+        samples[1600 + 100 * k : 7300] = 0.5  # a word running 6 ms into the next one's span
+        samples[7400:9000] = -0.5  # after a 6 ms gap, a word and then a pause in its span (a comma)
+        samples[12800 : 14400 + 100 * k] = 0.5  # the last word
+        words = audible_words(samples, [(0.05, 0.45), (0.45, 0.8), (0.8, 1.0)])
+        assert np.allclose(words, [(0.1 + k / 160, 7300 / rate), (7400 / rate, 9000 / rate), (0.8, 0.9 + k / 160)])
+        clips.append(Clip(f"voice-{k}", f"clip {k}", samples, words))
+    long = long_recording(clips, minutes=0.2, seed=1)
+    loud = np.abs(long.samples) > LOUD
+    inside = np.zeros_like(loud)
+    for a, b in long.words:
+        start, end = round(a * rate), round(b * rate)
+        assert loud[start] and loud[end - 1]
+        inside[start:end] = True
+    assert np.array_equal(loud, inside & loud) and not inside[~loud].any()
+    assert len(long.words) == 3 * long.text.count("clip")  # three words a clip

@@ -625,3 +625,89 @@ def test_stage_asr_learning_rate_shares(fresh_salm, corpus) -> None:  # type: ig
         assert not any("embed_tokens" in n or "lm_head" in n for n in trained)  # the table stays the text stage's
         assert any(n.startswith("llm.") and "lora_" not in n for n in trained) != encoder_only
         assert ("rows" in trained) != encoder_only
+
+
+def test_replay_scores_only_llm_mode_answers(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """Stage asr's replay: repeat questions and free prompts (no audio), scored on the answer and
+    its IM_END alone, every target a token stage asr scores; the same step draws the same batch."""
+    from canary_qwen.tokenizer import IM_END_ID
+    from export.train.command import Run
+    from export.train.llm_mode import Replay
+    from export.train.trainer import ChatExamples
+
+    examples = ChatExamples(fresh_salm.tokenizer.tokenizer)
+    train = list(corpus.train[:64])
+    replay = Replay(examples, train, seed=0, size=16)
+    ids, scored = replay(5)
+    assert ids.shape[0] == 16 and torch.equal(ids, replay(5)[0]) and not torch.equal(ids, replay(6)[0])
+    answers = {tuple(examples.encode(s)) for s in train}
+    cand = set(Run._corpus_ids(tuple(train))) | {IM_END_ID}
+    kinds = set()
+    for row, score in zip(ids.tolist(), scored.tolist()):
+        n = sum(t >= 0 for t in row)
+        at = [i for i in range(len(row)) if score[i]]
+        assert at == list(range(at[0], n - 1)) and row[n - 1] == IM_END_ID
+        answer = tuple(row[at[0] + 1 : n - 1])
+        assert answer in answers and set(answer) <= cand
+        prompt = row[: at[0] + 1]
+        kinds.add(any(prompt[i : i + len(answer)] == list(answer) for i in range(len(prompt))))  # a repeat
+    assert kinds == {True, False}
+
+
+def test_stage_asr_replay_trains_the_base_with_lora_off(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """With `asr_replay_weight`, stage asr's loss adds the replay's cross-entropy, computed with
+    LoRA off: it reaches the base, never LoRA. Off (the default), no replay runs."""
+    from export.train.command import Run
+    from export.train.llm_mode import Replay
+    from export.train.trainer import AsrStage, ChatExamples, TrainConfig
+
+    train = list(corpus.train[:64])
+    said, items = _aligned_items(fresh_salm)
+    replay = Replay(ChatExamples(fresh_salm.tokenizer.tokenizer), train, seed=0, size=4)
+    tokens = said + Run._corpus_ids(tuple(train))
+    off = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(), replay=replay)
+    assert off.replay is None and "replay" not in off.loss(items[:1], 0)
+    stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(asr_replay_weight=1.0), replay=replay)
+    lora = [p for n, p in fresh_salm.named_parameters() if "lora_B" in n]
+    for p in lora:  # LoRA's B starts at zero, which would hide whether the replay reads it
+        torch.nn.init.normal_(p, std=0.02)
+    neg = stage.unused[:64]
+    replayed = stage._replay_ce(0, neg)
+    replayed.backward()
+    assert all(p.grad is None or not p.grad.any() for p in lora)
+    base = [p for n, p in fresh_salm.named_parameters() if n.startswith("llm.") and "lora_" not in n and p.requires_grad]
+    assert base and any(p.grad is not None and p.grad.any() for p in base)
+    with fresh_salm.llm.disable_adapter():
+        assert torch.isclose(stage._replay_ce(0, neg), replayed)
+    out = stage.loss(items[:1], 0)
+    assert torch.isclose(out["loss"], out["ce"] + out["match"] + out["replay"])
+
+
+def test_training_settings_from_the_command_line() -> None:
+    """`--set KEY=VALUE`: a top-level or a stage's setting, read as the field's type; anything
+    else fails naming the item."""
+    from export.train.trainer import TrainConfig, apply_overrides
+
+    config = TrainConfig()
+    apply_overrides(config, ["asr_replay_weight=0.5", "asr.peak_lr=2e-4", "text.steps=12", "asr_replay_batch=4"])
+    assert (config.asr_replay_weight, config.asr.peak_lr, config.text.steps, config.asr_replay_batch) == (0.5, 2e-4, 12, 4)
+    assert config.encoder.peak_lr == TrainConfig().encoder.peak_lr
+    for bad in ("nope=1", "asr=3", "asr.nope=1", "seed.steps=1", "text.steps=1.5", "asr_replay_weight", "ctc_weight=x"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            apply_overrides(TrainConfig(), [bad])
+
+
+def test_training_log_gains_new_columns_without_losing_rows(tmp_path: Path) -> None:
+    """A log written before a column was added is rewritten under the new header, rows kept."""
+    import csv
+
+    from export.train.trainer import Log
+
+    path = tmp_path / "log.csv"
+    old = [f for f in Log.FIELDS if f != "replay"]
+    path.write_text(",".join(old) + "\n" + ",".join("text" if f == "stage" else "1" for f in old) + "\n")
+    Log(path).write(stage="asr", step=2, replay=0.5)
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == Log.FIELDS
+    assert (rows[0]["stage"], rows[0]["loss"], rows[0]["replay"]) == ("text", "1", "")
+    assert (rows[1]["stage"], rows[1]["replay"]) == ("asr", "0.5")

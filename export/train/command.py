@@ -34,6 +34,7 @@ from canary_qwen.wer import word_error_rate
 from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, EMBED_SCALE, pack, sha256, starting_point
 from export.tiny import build_tiny
 from export.train.corpus import load_corpus, token_forms
+from export.train.llm_mode import Replay, repeat_score
 from export.train.plot import plot_curve
 from export.train.dataset import SHARD_SIZE, Encoder, compose, generate_shards
 from export.train.speech import HELD_OUT_VOICES, SAMPLE_RATE, Voice, phoneme_inventory
@@ -41,12 +42,14 @@ from export.train.trainer import (
     ENCODER_PREFIX,
     PROJECTION_PREFIX,
     AsrStage,
+    ChatExamples,
     Log,
     ShardStream,
     SpeechStage,
     StageConfig,
     TextStage,
     TrainConfig,
+    apply_overrides,
     config_json,
     lr_at,
     save_state,
@@ -158,9 +161,14 @@ class Run:
             self.config.asr.steps = args.asr_steps
         if args.shards is not None:
             self.config.shards = args.shards
+        try:
+            apply_overrides(self.config, args.set)
+        except ValueError as err:
+            raise SystemExit(f"--set {err}") from None
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Log(self.work / "log.csv")
         self.copy_score: dict[str, float] = {}
+        self.llm_mode: dict[str, dict[str, float]] = {}  # `repeat_score` after stages text and asr
         self.timing: dict[str, float] = json.loads((self.work / "timing.json").read_text()) if (self.work / "timing.json").exists() else {}
 
     def _note_run(self, asr_from_step: int) -> None:
@@ -208,7 +216,11 @@ class Run:
                 gen.terminate()
             return 0
         bridge = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "bridge", heads_from=encoder_stage)
-        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "asr", heads_from=bridge)
+        examples = ChatExamples(tokenizer)
+        replay = Replay(examples, list(corpus.train), self.config.seed, self.config.asr_replay_batch)
+        self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "asr", heads_from=bridge, replay=replay)
+        self.llm_mode["final"] = repeat_score(model, examples, list(corpus.held_out))
+        print(f"[train] LLM mode (LoRA off), held-out repeats: {self.llm_mode}", file=sys.stderr)
         wer, hyps = evaluate(model, clips)
         print(f"[train] final held-out WER {wer:.3f}", file=sys.stderr)
         self._ship(model, seeded, corpus, wer, clips, hyps)
@@ -267,7 +279,9 @@ class Run:
         stage.finish()
         # Held-out sentences: the skill measured is reading, not knowing the sentence.
         self.copy_score = stage.copy_score(held_out[:COPY_SENTENCES])
-        print(f"[train] text stage: ASR-prompt copy {self.copy_score}", file=sys.stderr)
+        # Stage asr's `llm_mode` "final" is measured against this.
+        self.llm_mode["after_text"] = repeat_score(model, stage.examples, held_out)
+        print(f"[train] text stage: ASR-prompt copy {self.copy_score}, LLM mode {self.llm_mode}", file=sys.stderr)
 
     def _asr_stage(
         self,
@@ -278,10 +292,11 @@ class Run:
         phoneme_names: list[str],
         name: SpeechStage,
         heads_from: AsrStage | None = None,
+        replay: Replay | None = None,
     ) -> AsrStage:
         """Stage `name` on speech; a fresh stage that trains the encoder starts with the
         auxiliary heads of `heads_from`."""
-        stage = AsrStage(model, prompt, corpus_ids, self.config, name, phoneme_names=phoneme_names)
+        stage = AsrStage(model, prompt, corpus_ids, self.config, name, phoneme_names=phoneme_names, replay=replay)
         encoder_only, bridge = stage.encoder_only, stage.bridge
         cfg: StageConfig = getattr(self.config, name)
         optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.peak_lr, betas=(0.9, 0.98), weight_decay=1e-3)
@@ -367,6 +382,7 @@ class Run:
             "wall_time_s": {k: round(v) for k, v in self.timing.items()},
             "final": self._final_losses(),
             "text_stage_copy": self.copy_score,
+            "llm_mode": self.llm_mode,
             "held_out_wer_nemo": round(wer, 4),
             "weights_sha256": sha256(weights),
             "weights_bytes": weights.stat().st_size,
@@ -396,6 +412,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bridge-steps", type=int, default=None, help="steps of the bridge stage")
     parser.add_argument("--asr-steps", type=int, default=None, help="steps of the ASR stage")
     parser.add_argument("--shards", type=int, default=None, help=f"speech shards of {SHARD_SIZE} utterances")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting (export/train/trainer.py TrainConfig; a stage's as asr.peak_lr=5e-4), repeatable; "
+        "the shipped training.json records the config",
+    )
     parser.add_argument(
         "--stage",
         choices=("all", "text", "encoder"),

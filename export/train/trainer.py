@@ -152,6 +152,11 @@ class TrainConfig:
     # 0.410 with the rows at 0.3, 0.473 without (2026-12-06); not yet measured on a fresh run of
     # the defaults, so off.
     asr_rows_lr_scale: float = 0.0
+    # Stage asr also learns the text stage's LLM-mode sequences with LoRA off (`llm_mode.Replay`:
+    # this many a step, the loss at this weight), so training the base and rows for
+    # transcription does not wear LLM mode down; 0 is off. Not yet measured, so off.
+    asr_replay_weight: float = 0.0
+    asr_replay_batch: int = 8
     # LoRA at r 128 = hidden 128 with alpha 256: one Adam step on B moves q/v by about 20x the
     # rate; at 1e-3 it still learned steadily.
     asr_lora_lr_scale: float = 1.0
@@ -207,13 +212,23 @@ def lr_at(step: int, stage: StageConfig) -> float:
 class Log:
     """One CSV row per logged step; the training curve is drawn from it."""
 
-    FIELDS = ("stage", "step", "elapsed_s", "loss", "ce", "ctc", "phoneme_ctc", "align", "match", "read", "lr", "audio_s", "wer")
+    FIELDS = ("stage", "step", "elapsed_s", "loss", "ce", "ctc", "phoneme_ctc", "align", "match", "read", "replay", "lr", "audio_s", "wer")
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.exists():
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerow(self.FIELDS)
+        old: list[dict[str, str]] = []
+        if path.exists():
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) == self.FIELDS:
+                    return
+                old = list(reader)  # a log from before a column was added: rewritten under FIELDS
+        partial = path.with_suffix(".partial")
+        with partial.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.FIELDS)
+            writer.writerows([row.get(k, "") for k in self.FIELDS] for row in old)
+        partial.replace(path)
 
     def write(self, **row: Any) -> None:
         with self.path.open("a", newline="") as f:
@@ -397,16 +412,22 @@ class ChatExamples:
         roll = rng.random()
         if roll < ASR_SHARE:
             return self.asr_form(self.encode(" ".join(spoken) if spoken else sentence), rng)
+        # The rest: repeats and free prompts alike.
+        seq, _ = self.llm_mode(sentence, other, rng, repeat=roll < ASR_SHARE + (1 - ASR_SHARE) / 2)
+        return seq, slice(0, 0), [[NO_TOKEN] * PRECEDING_BACK] * len(seq)
+
+    def llm_mode(self, sentence: str, other: str, rng: np.random.Generator, repeat: bool) -> tuple[list[int], int]:
+        """An LLM-mode sequence (no audio) and where its answer starts: `sentence` after a repeat
+        question, or `other` after a free prompt."""
         thinking = None if rng.random() < 0.5 else False
-        if roll < ASR_SHARE + (1 - ASR_SHARE) / 2:  # the rest: repeats and free prompts alike
+        if repeat:
             question = REPEAT_QUESTIONS[int(rng.integers(len(REPEAT_QUESTIONS)))]
             head, tail = self.templates[(question, thinking)]
             sentence_ids = self.encode(sentence)
-            seq = head + sentence_ids + tail + sentence_ids + [IM_END_ID]
-            return seq, slice(0, 0), [[NO_TOKEN] * PRECEDING_BACK] * len(seq)
+            prompt = head + sentence_ids + tail
+            return prompt + sentence_ids + [IM_END_ID], len(prompt)
         head, _ = self.templates[(FREE_PROMPTS[int(rng.integers(len(FREE_PROMPTS)))], thinking)]
-        seq = head + self.encode(other) + [IM_END_ID]
-        return seq, slice(0, 0), [[NO_TOKEN] * PRECEDING_BACK] * len(seq)
+        return head + self.encode(other) + [IM_END_ID], len(head)
 
 
 class TextStage:
@@ -660,8 +681,11 @@ class AsrStage:
         config: TrainConfig,
         name: SpeechStage = "asr",
         phoneme_names: Sequence[str] = (),
+        replay: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         self.model, self.config, self.name = model, config, name
+        # Stage asr's LLM-mode batches (`asr_replay_weight`): ids (-1 padding), scored positions.
+        self.replay = replay if name == "asr" and config.asr_replay_weight > 0 else None
         # Nothing through the LLM (stages encoder and bridge), and the bridge's projection losses.
         self.encoder_only, self.bridge = name != "asr", name == "bridge"
         encoder_only, bridge = self.encoder_only, self.bridge
@@ -835,7 +859,26 @@ class AsrStage:
         logits = h @ torch.cat([self._embed(self.cand), self.table[neg]]).T
         _check_known(label, self.where[label], "stage asr's candidate tokens")
         ce = F.cross_entropy(logits, self.where[label])
-        return {"loss": ce + aligned, "ce": ce, **losses, "audio_s": audio_s}
+        total = ce + aligned
+        if self.replay is not None:
+            losses["replay"] = self._replay_ce(step, neg)
+            total = total + cfg.asr_replay_weight * losses["replay"]
+        return {"loss": total, "ce": ce, **losses, "audio_s": audio_s}
+
+    def _replay_ce(self, step: int, negatives: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the replay's answers with LoRA off, scored as the ASR answers are
+        (the corpus's tokens and `negatives`)."""
+        assert self.replay is not None
+        ids, scored = self.replay(step)
+        mask = ids >= 0
+        core = self.model.llm.base_model.model.model
+        with self.model.llm.disable_adapter():
+            hidden = core(inputs_embeds=self._embed(ids.clamp(min=0)), attention_mask=mask.long()).last_hidden_state
+        h = hidden[:, :-1][scored[:, :-1]]
+        label = ids[:, 1:][scored[:, :-1]]
+        _check_known(label, self.where[label], "stage asr's candidate tokens (replay)")
+        logits = h @ torch.cat([self._embed(self.cand), self.table[negatives]]).T
+        return F.cross_entropy(logits, self.where[label])
 
     @torch.no_grad()
     def fit_projection(self, batches: Iterable[list[Item]], ridge: float = 1e-3) -> float:
@@ -938,6 +981,27 @@ def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, extra: 
     state = model if isinstance(model, dict) else model.state_dict()
     torch.save({"model": state, "optimizer": optimizer.state_dict(), **extra}, partial)
     partial.replace(path)
+
+
+def apply_overrides(config: TrainConfig, items: Sequence[str]) -> None:
+    """Set fields from "KEY=VALUE" items (`--set`): a top-level field, or a stage's as
+    "asr.peak_lr"; the value is read as the field's type. Unknown keys and bad values raise
+    ValueError naming the item."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        *path, name = key.strip().split(".")
+        target: Any = config
+        for part in path:
+            target = getattr(target, part, None)
+            if not isinstance(target, StageConfig):
+                raise ValueError(f"{item!r}: {part!r} is not a stage (text, encoder, bridge, asr)")
+        current = getattr(target, name, None)
+        if not sep or name.startswith("_") or current is None or isinstance(current, StageConfig):
+            raise ValueError(f"{item!r}: not KEY=VALUE with KEY a training setting")
+        try:
+            setattr(target, name, float(value) if isinstance(current, float) else int(value))  # every field is one
+        except ValueError as err:
+            raise ValueError(f"{item!r}: {err}") from None
 
 
 def config_json(config: TrainConfig) -> str:
