@@ -171,6 +171,18 @@ def test_cue_padding_stays_inside_the_pause() -> None:
     assert [(round(p.start_s, 3), round(p.end_s, 3)) for p in cues] == [(0.5, 2.3), (2.3, 4.5)]
 
 
+def test_cues_reach_back_over_a_soft_onset_the_vad_missed() -> None:
+    """A word that starts soft (0.12 s at a twentieth of the peak) before the VAD's segment: the
+    cue starts before it, with `keep_s` of margin, but never past the middle of the pause."""
+    rate, keep = 16000, CueCutOptions().keep_s
+    speech = _speech([(1.0, 2.0), (2.5, 3.5)], 4.0)
+    speech.audio[int(0.88 * rate) : int(1.0 * rate)] = 0.015  # "Th": sound, not yet speech to the VAD
+    speech.audio[int(2.0 * rate) : int(2.4 * rate)] = 0.015  # a soft tail running on towards the next
+    first, second = plan_cues(speech, CueCutOptions(pause_s=0.2))
+    assert first.start_s == pytest.approx(0.88 - keep, abs=0.011)
+    assert first.end_s == pytest.approx(2.25, abs=0.011) and second.start_s == pytest.approx(2.5, abs=0.011)
+
+
 def test_split_cue_prefers_an_inner_pause_then_the_quietest_point() -> None:
     speech = _speech([(0.0, 2.5), (2.8, 6.0)], 6.0)
     whole = plan_cues(speech, CueCutOptions(pause_s=0.5))[0]

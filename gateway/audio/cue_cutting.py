@@ -11,9 +11,12 @@ span its start and end name. Rules:
 2. Each cue is trimmed to its detected speech, then tightened to where the sound is: the
    VAD's segments carry `VadOptions.speech_pad_s` and end a little late (its hysteresis),
    so within `tighten_s` of each edge, 10 ms blocks quieter than `quiet_db` under the
-   cue's loudest block are dropped, keeping `keep_s` of margin. Then `edge_pad_s` of the
-   surrounding silence is added back, never past the middle of the pause to a neighbour.
-   A cue's start and end are where its speech starts and ends, not the middle of a pause.
+   cue's loudest block are dropped, keeping `keep_s` of margin. The VAD can also start late
+   on a soft onset (espeak-ng's "Th", 110 ms of it at a twentieth of the peak, 2026-12-06),
+   so each edge also moves out over adjacent blocks that are not quiet, again with `keep_s`
+   of margin, never past the middle of the pause to a neighbour. Then `edge_pad_s` of the
+   surrounding silence is added back within the same bound. A cue's start and end are where
+   its speech starts and ends, not the middle of a pause.
 3. A cue whose text turns out too long for two subtitle lines is cut again (`split_cue`)
    at its longest inner pause, or where none is, at the quietest 20 ms of its middle half,
    into parts of at least `min_part_s`, and each part is transcribed again.
@@ -88,6 +91,7 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
     for index, (start, end) in enumerate(trimmed):
         low = 0 if index == 0 else (trimmed[index - 1][1] + start) // 2
         high = speech.audio.size if index == len(trimmed) - 1 else (end + trimmed[index + 1][0]) // 2
+        start, end = _widened(speech.audio, (start, end), (low, high), speech.sample_rate, options)
         pieces.append(_piece(speech, max(low, start - pad), min(high, end + pad)))
     return pieces
 
@@ -138,6 +142,28 @@ def _tightened(audio: np.ndarray, span: tuple[int, int], sample_rate: int, optio
     new_start = max(start, first - keep) if first - start <= reach else start + reach - keep
     new_end = min(end, last + keep) if end - last <= reach else end - reach + keep
     return (new_start, new_end) if new_start < new_end else span
+
+
+def _widened(
+    audio: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], sample_rate: int, options: CueCutOptions
+) -> tuple[int, int]:
+    """`span` moved out over the 10 ms blocks beside it that are not quiet (than its loudest
+    block), then `keep_s` further, within `bounds` (module doc, rule 2)."""
+    start, end = span
+    low, high = bounds
+    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
+    n_blocks = (end - start) // block
+    if n_blocks < 1:
+        return span
+    loudest = float(np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1).max())
+    quiet = loudest * 10 ** (-options.quiet_db / 10)
+    keep = int(options.keep_s * sample_rate)
+    new_start, new_end = start, end
+    while new_start - block >= low and float(np.square(audio[new_start - block : new_start]).mean()) >= quiet:
+        new_start -= block
+    while new_end + block <= high and float(np.square(audio[new_end : new_end + block]).mean()) >= quiet:
+        new_end += block
+    return (max(low, new_start - keep) if new_start < start else start, min(high, new_end + keep) if new_end > end else end)
 
 
 def _piece(speech: SpeechMap, start: int, end: int) -> Piece:
