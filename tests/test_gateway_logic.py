@@ -181,6 +181,11 @@ def test_cues_reach_back_over_a_soft_onset_the_vad_missed() -> None:
     first, second = plan_cues(speech, CueCutOptions(pause_s=0.2))
     assert first.start_s == pytest.approx(0.88 - keep, abs=0.011)
     assert first.end_s == pytest.approx(2.25, abs=0.011) and second.start_s == pytest.approx(2.5, abs=0.011)
+    # Under steady noise that is not quiet, a cue widens no further than `max_cue_s`.
+    noisy = _speech([(1.0, 7.8)], 12.0)
+    noisy.audio[noisy.audio == 0] = 0.015
+    (only,) = plan_cues(noisy, CueCutOptions(max_cue_s=7.0))
+    assert only.start_s < 1.0 and only.duration_s == pytest.approx(7.0, abs=1e-3)
 
 
 def test_split_cue_prefers_an_inner_pause_then_the_quietest_point() -> None:

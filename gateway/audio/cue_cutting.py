@@ -148,9 +148,10 @@ def _widened(
     audio: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], sample_rate: int, options: CueCutOptions
 ) -> tuple[int, int]:
     """`span` moved out over the 10 ms blocks beside it that are not quiet (than its loudest
-    block), then `keep_s` further, within `bounds` (module doc, rule 2)."""
+    block), then `keep_s` further, within `bounds` and `max_cue_s` (module doc, rule 2)."""
     start, end = span
-    low, high = bounds
+    longest = int(options.max_cue_s * sample_rate)
+    low = max(bounds[0], end - longest)
     block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
     n_blocks = (end - start) // block
     if n_blocks < 1:
@@ -161,9 +162,11 @@ def _widened(
     new_start, new_end = start, end
     while new_start - block >= low and float(np.square(audio[new_start - block : new_start]).mean()) >= quiet:
         new_start -= block
+    new_start = max(low, new_start - keep) if new_start < start else start
+    high = min(bounds[1], new_start + longest)
     while new_end + block <= high and float(np.square(audio[new_end : new_end + block]).mean()) >= quiet:
         new_end += block
-    return (max(low, new_start - keep) if new_start < start else start, min(high, new_end + keep) if new_end > end else end)
+    return new_start, min(high, new_end + keep) if new_end > end else end
 
 
 def _piece(speech: SpeechMap, start: int, end: int) -> Piece:
