@@ -8,7 +8,9 @@ gateway as 16 kHz WAV:
   training) and one training voice for reference; WER per voice and over all held-out voices;
 - streaming against non-streaming: the same clips with `stream=true`; the texts must be equal;
 - a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
-  whole transcript (no words lost or repeated where pieces are cut), and every edge of the
+  whole transcript as `json` gives it (cut at pauses into pieces of up to 40 s: no words lost or
+  repeated where pieces are cut) and as `verbose_json` does (caption-sized cues, most of them
+  one clip: `long_wer_cues`), and every edge of the
   verbose_json segments and the SRT/VTT cues checked against the words' audible extents
   (espeak-ng's word timings, cut to where the word's samples are loud): an edge there is
   inside a word, an edge in a pause between words (a clip's, or one at a comma) is not.
@@ -194,10 +196,11 @@ async def _measure(base_url: str, clips: list[Clip], long: LongRecording, concur
 
         pairs = await asyncio.gather(*(both(c) for c in clips))
         long_wav = wav_bytes(long.samples)
-        verbose = json.loads(await _transcribe(client, long_wav, "verbose_json"))
+        pieces = await _transcribe(client, long_wav)  # json: cut at pauses into pieces of up to 40 s
+        verbose = json.loads(await _transcribe(client, long_wav, "verbose_json"))  # caption-sized cues
         srt_body = await _transcribe(client, long_wav, "srt")
         vtt_body = await _transcribe(client, long_wav, "vtt")
-    return {"pairs": pairs, "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+    return {"pairs": pairs, "long_json": pieces, "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
 
 
 def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +216,7 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
     held = [i for i, c in enumerate(clips) if c.voice != REFERENCE_VOICE]
     short_wer = word_error_rate([clips[i].text for i in held], [texts[i] for i in held])
     verbose = measured["verbose"]
-    long_wer = word_error_rate([long.text], [verbose["text"]])
+    long_wer = word_error_rate([long.text], [measured["long_json"]])
     segment_edges = [t for s in verbose.get("segments", []) for t in (s["start"], s["end"])]
     srt_edges = [t for c in srt.parse(measured["srt"]) for t in (c.start.total_seconds(), c.end.total_seconds())]
     # Not `start_in_seconds`: webvtt-py 0.6 gives whole seconds there.
@@ -230,8 +233,9 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         "long_audio_s": round(long.samples.size / SAMPLE_RATE, 1),
         "long_wer": round(long_wer, 4),
         "long_minus_short_wer_points": round(100 * (long_wer - short_wer), 2),
+        "long_wer_cues": round(word_error_rate([long.text], [verbose["text"]]), 4),
         "long_reference_words": len(normalize(long.text).split()),
-        "long_hypothesis_words": len(normalize(verbose["text"]).split()),
+        "long_hypothesis_words": len(normalize(measured["long_json"]).split()),
         "segments": len(verbose.get("segments", [])),
         "segment_edges_inside_speech": edges_inside_speech(segment_edges, long.words),
         "srt_cues": len(srt_edges) // 2,
