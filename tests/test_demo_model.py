@@ -711,3 +711,25 @@ def test_training_log_gains_new_columns_without_losing_rows(tmp_path: Path) -> N
     assert tuple(rows[0]) == Log.FIELDS
     assert (rows[0]["stage"], rows[0]["loss"], rows[0]["replay"]) == ("text", "1", "")
     assert (rows[1]["stage"], rows[1]["replay"]) == ("asr", "0.5")
+
+
+def test_multi_sentence_evaluation_set(corpus) -> None:  # type: ignore[no-untyped-def]
+    """The run's second evaluation set: in every held-out voice, clips of three different
+    held-out sentences with pauses (as long audio's pieces hold), the same ones for the same seed."""
+    from export.train.command import _multi_sentence_set
+
+    held_out = list(corpus.held_out)
+    clips = _multi_sentence_set(held_out, seed=0, per_voice=2)
+    assert [c[0] for c in clips] == [v for v in HELD_OUT_VOICES for _ in range(2)]
+
+    def splits(text: str, left: int) -> list[list[str]]:
+        """Ways to read `text` as `left` held-out sentences joined by spaces."""
+        if left == 1:
+            return [[text]] if text in held_out else []
+        return [[s, *rest] for s in held_out if text.startswith(s + " ") for rest in splits(text[len(s) + 1 :], left - 1)]
+
+    for _, text, audio in clips:
+        assert any(len(set(said)) == 3 for said in splits(text, 3)), text
+        assert audio.size > 3 * SAMPLE_RATE
+    # The same sentences (espeak-ng's audio for some voice variants is not bit-exact run to run).
+    assert [c[1] for c in _multi_sentence_set(held_out, seed=0, per_voice=2)] == [c[1] for c in clips]
