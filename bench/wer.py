@@ -10,10 +10,10 @@ gateway as 16 kHz WAV:
 - a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
   whole transcript as `json` gives it (cut at pauses into pieces of up to 40 s: no words lost or
   repeated where pieces are cut) and as `verbose_json` does (caption-sized cues, most of them
-  one clip: `long_wer_cues`), and every edge of the
-  verbose_json segments and the SRT/VTT cues checked against the words' audible extents
-  (espeak-ng's word timings, cut to where the word's samples are loud): an edge there is
-  inside a word, an edge in a pause between words (a clip's, or one at a comma) is not.
+  one clip: `long_wer_cues`), and every edge of the verbose_json segments and the SRT/VTT cues
+  checked against the words' audible extents (espeak-ng's word timings, cut to where the
+  word's samples are loud): an edge there is inside a word, an edge in a pause between words
+  (a clip's, or one at a comma) is not.
 
 Normalisation: canary_qwen.wer (lower case, punctuation dropped). The section goes into
 bench/results/latest.json under "wer". These figures say the pipeline gets words right on
