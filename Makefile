@@ -85,13 +85,15 @@ bench: model sysdeps
 # Train the demo model into export/demo/: about 2 hours on two CPU cores, resumable from
 # TRAIN_WORK. Never needed by serve or test, which build from the shipped weights.
 TRAIN_WORK ?= .train
+# More arguments for every stage, e.g. TRAIN_ARGS="--set asr_replay_weight=1.0".
+TRAIN_ARGS ?=
 # Stages text and encoder are independent: one core each side by side, then bridge and asr.
 train: $(STAMP) sysdeps
 	@if [ "$$(nproc)" -ge 2 ]; then \
-	  taskset -c 0 $(PY) -m export train --work $(TRAIN_WORK) --stage text & text=$$!; \
-	  taskset -c 1 $(PY) -m export train --work $(TRAIN_WORK) --stage encoder & encoder=$$!; \
+	  taskset -c 0 $(PY) -m export train --work $(TRAIN_WORK) $(TRAIN_ARGS) --stage text & text=$$!; \
+	  taskset -c 1 $(PY) -m export train --work $(TRAIN_WORK) $(TRAIN_ARGS) --stage encoder & encoder=$$!; \
 	  wait $$text && wait $$encoder; fi
-	$(PY) -m export train --work $(TRAIN_WORK)
+	$(PY) -m export train --work $(TRAIN_WORK) $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(MODEL_DIR)
