@@ -82,7 +82,7 @@ bench: model sysdeps
 	$(PY) -m bench
 	$(PY) -m bench wer
 
-# Train the demo model into export/demo/: about 2 hours on two CPU cores, resumable from
+# Train the demo model into export/demo/: about 3.5 hours on two CPU cores, resumable from
 # TRAIN_WORK. Never needed by serve or test, which build from the shipped weights.
 TRAIN_WORK ?= .train
 # More arguments for every stage, e.g. TRAIN_ARGS="--set asr_replay_weight=1.0".
