@@ -671,14 +671,14 @@ def test_stage_asr_replay_trains_the_base_with_lora_off(fresh_salm, corpus) -> N
     lora = [p for n, p in fresh_salm.named_parameters() if "lora_B" in n]
     for p in lora:  # LoRA's B starts at zero, which would hide whether the replay reads it
         torch.nn.init.normal_(p, std=0.02)
-    neg = stage.unused[:64]
-    replayed = stage._replay_ce(0, neg)
+    scored = torch.cat([stage._embed(stage.cand), stage.table[stage.unused[:64]]])
+    replayed = stage._replay_ce(0, scored)
     replayed.backward()
     assert all(p.grad is None or not p.grad.any() for p in lora)
     base = [p for n, p in fresh_salm.named_parameters() if n.startswith("llm.") and "lora_" not in n and p.requires_grad]
     assert base and any(p.grad is not None and p.grad.any() for p in base)
     with fresh_salm.llm.disable_adapter():
-        assert torch.isclose(stage._replay_ce(0, neg), replayed)
+        assert torch.isclose(stage._replay_ce(0, scored), replayed)
     out = stage.loss(items[:1], 0)
     assert torch.isclose(out["loss"], out["ce"] + out["match"] + out["replay"])
 

@@ -430,6 +430,12 @@ class ChatExamples:
         return head + self.encode(other) + [IM_END_ID], len(head)
 
 
+def _is_base(name: str) -> bool:
+    """An LLM base layer (a name in the SALM model): not LoRA, and not the tied embedding, which
+    the stages train as rows if at all."""
+    return name.startswith("llm.") and "lora_" not in name and "embed_tokens" not in name and "lm_head" not in name
+
+
 class TextStage:
     """LoRA off; base weights and the corpus's embedding rows train."""
 
@@ -449,9 +455,7 @@ class TextStage:
         # PEFT froze the whole base when it installed LoRA: unfreeze it here (the embedding
         # trains as `rows`). Filtering on requires_grad instead left this list empty, and every
         # text stage before 2026-12-03 trained the embedding rows alone over a random base.
-        self.base = [
-            p for n, p in model.llm.named_parameters() if "lora_" not in n and "embed_tokens" not in n and "lm_head" not in n
-        ]
+        self.base = [p for n, p in model.named_parameters() if _is_base(n)]
         for p in self.base:
             p.requires_grad_(True)
         self.rotations = preceding_rotations(self.rows.shape[1])
@@ -660,12 +664,6 @@ def spec_augment(mel: torch.Tensor, lengths: torch.Tensor, rng: torch.Generator)
 SpeechStage = Literal["encoder", "bridge", "asr"]
 
 
-def _is_base(name: str) -> bool:
-    """An LLM base layer: not LoRA, and not the tied embedding (stage asr reads it as the text
-    stage left it)."""
-    return name.startswith("llm.") and "lora_" not in name and "embed_tokens" not in name and "lm_head" not in name
-
-
 class AsrStage:
     """One of the stages on speech, by `name`: "encoder", the encoder and the auxiliary heads on
     the aligned losses (CTC over tokens and phonemes, per-frame tokens), nothing through the LLM;
@@ -856,18 +854,19 @@ class AsrStage:
         h = hidden[list(rows), list(cols)]
         label = torch.cat(labels)
         neg = self.unused[torch.randint(len(self.unused), (self.config.asr.negatives,), generator=rng)]
-        logits = h @ torch.cat([self._embed(self.cand), self.table[neg]]).T
+        scored = torch.cat([self._embed(self.cand), self.table[neg]])  # the corpus's tokens, then negatives
+        logits = h @ scored.T
         _check_known(label, self.where[label], "stage asr's candidate tokens")
         ce = F.cross_entropy(logits, self.where[label])
         total = ce + aligned
         if self.replay is not None:
-            losses["replay"] = self._replay_ce(step, neg)
+            losses["replay"] = self._replay_ce(step, scored)
             total = total + cfg.asr_replay_weight * losses["replay"]
         return {"loss": total, "ce": ce, **losses, "audio_s": audio_s}
 
-    def _replay_ce(self, step: int, negatives: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the replay's answers with LoRA off, scored as the ASR answers are
-        (the corpus's tokens and `negatives`)."""
+    def _replay_ce(self, step: int, scored_table: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the replay's answers with LoRA off, scored against the same rows as
+        the ASR answers (`scored_table`: the corpus's tokens, then sampled negatives)."""
         assert self.replay is not None
         ids, scored = self.replay(step)
         mask = ids >= 0
@@ -877,8 +876,7 @@ class AsrStage:
         h = hidden[:, :-1][scored[:, :-1]]
         label = ids[:, 1:][scored[:, :-1]]
         _check_known(label, self.where[label], "stage asr's candidate tokens (replay)")
-        logits = h @ torch.cat([self._embed(self.cand), self.table[negatives]]).T
-        return F.cross_entropy(logits, self.where[label])
+        return F.cross_entropy(h @ scored_table.T, self.where[label])
 
     @torch.no_grad()
     def fit_projection(self, batches: Iterable[list[Item]], ridge: float = 1e-3) -> float:
