@@ -8,9 +8,11 @@ gateway as 16 kHz WAV:
   training) and one training voice for reference; WER per voice and over all held-out voices;
 - streaming against non-streaming: the same clips with `stream=true`; the texts must be equal;
 - a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
-  whole transcript as `json` gives it (cut at pauses into pieces of up to 40 s: no words lost or
-  repeated where pieces are cut) and as `verbose_json` does (caption-sized cues, most of them
-  one clip: `long_wer_cues`), and every edge of the verbose_json segments and the SRT/VTT cues
+  whole transcript as `json` gives it (cut at pauses as the served model asks: the demo model's
+  export ends a piece at every pause, export/demo.py `DEMO_PIECE_PAUSE_S`; no words lost or
+  repeated where pieces are cut), as `json` with the real model's cutting (pieces of up to
+  40 s ending only at 3 s pauses, asked by `chunking_strategy`: `long_wer_long_pieces`), and as
+  `verbose_json` gives it (caption-sized cues, most of them one clip: `long_wer_cues`), and every edge of the verbose_json segments and the SRT/VTT cues
   checked against the words' audible extents (espeak-ng's word timings, cut to where the
   word's samples are loud): an edge there is inside a word, an edge in a pause between words
   (a clip's, or one at a comma) is not.
@@ -150,12 +152,17 @@ def edges_inside_speech(edges: list[float], words: list[tuple[float, float]]) ->
     return sum(any(a < t < b for a, b in words) for t in edges)
 
 
-async def _transcribe(client: httpx.AsyncClient, wav: bytes, response_format: str = "json") -> str:
-    response = await client.post(
-        "/v1/audio/transcriptions",
-        files={"file": ("clip.wav", wav, "audio/wav")},
-        data={"model": MODEL_ID, "response_format": response_format},
-    )
+# The real model's cutting (gateway.audio.CutOptions' max_pause_s), asked of any model.
+LONG_PIECES = json.dumps({"type": "server_vad", "silence_duration_ms": 3000})
+
+
+async def _transcribe(
+    client: httpx.AsyncClient, wav: bytes, response_format: str = "json", chunking: str | None = None
+) -> str:
+    data = {"model": MODEL_ID, "response_format": response_format}
+    if chunking is not None:
+        data["chunking_strategy"] = chunking
+    response = await client.post("/v1/audio/transcriptions", files={"file": ("clip.wav", wav, "audio/wav")}, data=data)
     if response.status_code != 200:
         raise RuntimeError(f"{response_format}: {response.status_code} {response.text[:300]}")
     return response.text if response_format != "json" else str(response.json()["text"])
@@ -196,11 +203,14 @@ async def _measure(base_url: str, clips: list[Clip], long: LongRecording, concur
 
         pairs = await asyncio.gather(*(both(c) for c in clips))
         long_wav = wav_bytes(long.samples)
-        pieces = await _transcribe(client, long_wav)  # json: cut at pauses into pieces of up to 40 s
+        pieces = await _transcribe(client, long_wav)  # json: cut as the model asks
+        long_pieces = await _transcribe(client, long_wav, chunking=LONG_PIECES)
         verbose = json.loads(await _transcribe(client, long_wav, "verbose_json"))  # caption-sized cues
         srt_body = await _transcribe(client, long_wav, "srt")
         vtt_body = await _transcribe(client, long_wav, "vtt")
-    return {"pairs": pairs, "long_json": pieces, "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+    return {
+        "pairs": pairs, "long_json": pieces, "long_pieces": long_pieces, "verbose": verbose, "srt": srt_body, "vtt": vtt_body
+    }
 
 
 def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +243,7 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         "long_audio_s": round(long.samples.size / SAMPLE_RATE, 1),
         "long_wer": round(long_wer, 4),
         "long_minus_short_wer_points": round(100 * (long_wer - short_wer), 2),
+        "long_wer_long_pieces": round(word_error_rate([long.text], [measured["long_pieces"]]), 4),
         "long_wer_cues": round(word_error_rate([long.text], [verbose["text"]]), 4),
         "long_reference_words": len(normalize(long.text).split()),
         "long_hypothesis_words": len(normalize(measured["long_json"]).split()),

@@ -86,6 +86,10 @@ class Manifest(_Frozen):
     vocab_size: int = Field(gt=0)
     special_ids: SpecialIds
     max_audio_seconds: float = Field(gt=0)
+    # None: the model takes pauses in its stride (pieces of up to max_audio_seconds, cut at the
+    # longest pause). A number: every pause at least this long ends a piece, in short audio too,
+    # for a model that transcribes an utterance at a time (the demo model: export/demo.py).
+    piece_pause_s: float | None = Field(default=None, gt=0)
     max_mel_frames: int = Field(gt=0)
     max_audio_embeddings: int = Field(gt=0)
     asr_prompt_ids: list[int]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export.build import build_artifacts
-from export.demo import DEMO_RECORD, DemoWeightsError, build_demo
+from export.demo import DEMO_PIECE_PAUSE_S, DEMO_RECORD, DemoWeightsError, build_demo
 from export.tiny import build_tiny
 
 COMPLETE_MARKER = ".complete"
@@ -37,12 +37,14 @@ def build_all(out: Path, seed: int = 0, random: bool = False) -> Path:
     steps_started = time.monotonic()
     # No trained demo model has been shipped yet (export/demo/ holds none): until one is,
     # the embedded model is the seeded random one.
+    piece_pause_s: float | None = None  # the random model: the real one's cutting
     if random or not DEMO_RECORD.exists():
         build_tiny(out / CHECKPOINT, seed=seed)
     else:
         build_demo(out / CHECKPOINT)
+        piece_pause_s = DEMO_PIECE_PAUSE_S
     print(f"[export all] checkpoint: {time.monotonic() - steps_started:.1f}s", file=sys.stderr)
-    build_artifacts(out / CHECKPOINT, out / ARTIFACTS)
+    build_artifacts(out / CHECKPOINT, out / ARTIFACTS, piece_pause_s=piece_pause_s)
     print(f"[export all] artifacts: {time.monotonic() - steps_started:.1f}s", file=sys.stderr)
     fill = _fill_repository()
     fill(out / ARTIFACTS, "cpu", repository)

@@ -130,7 +130,11 @@ def verify_onnx(encoder: torch.nn.Module, adapter: torch.nn.Module, artifacts: P
 
 
 def make_manifest(
-    checkpoint: Checkpoint, prompt_ids: list[int], model_id: str, max_audio_seconds: float = MAX_AUDIO_SECONDS
+    checkpoint: Checkpoint,
+    prompt_ids: list[int],
+    model_id: str,
+    max_audio_seconds: float = MAX_AUDIO_SECONDS,
+    piece_pause_s: float | None = None,
 ) -> Manifest:
     spec = checkpoint.spec
     mel = mel_settings(checkpoint)
@@ -170,6 +174,7 @@ def make_manifest(
             pad=ENDOFTEXT_ID, im_start=IM_START_ID, im_end=IM_END_ID, audio_placeholder=AUDIO_PLACEHOLDER_ID
         ),
         max_audio_seconds=max_audio_seconds,
+        piece_pause_s=piece_pause_s,
         max_mel_frames=max_frames,
         max_audio_embeddings=spec.encoder.frames(max_frames),
         asr_prompt_ids=prompt_ids,
@@ -181,10 +186,16 @@ def make_manifest(
 
 
 def build_artifacts(
-    checkpoint_dir: Path, out: Path, model_id: str = SERVED_MODEL_ID, max_audio_seconds: float = MAX_AUDIO_SECONDS
+    checkpoint_dir: Path,
+    out: Path,
+    model_id: str = SERVED_MODEL_ID,
+    max_audio_seconds: float = MAX_AUDIO_SECONDS,
+    piece_pause_s: float | None = None,
 ) -> Manifest:
     if not max_audio_seconds > 0:
         raise ValueError(f"max_audio_seconds must be positive, got {max_audio_seconds}")
+    if piece_pause_s is not None and not piece_pause_s > 0:
+        raise ValueError(f"piece_pause_s must be positive, got {piece_pause_s}")
     checkpoint = load_checkpoint(checkpoint_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # written last: marks a finished build
@@ -199,7 +210,7 @@ def build_artifacts(
         shutil.rmtree(out / folder, ignore_errors=True)
         write_llm_folder(checkpoint, out / folder, fold_lora=fold)
         tokenizer.save_pretrained(str(out / folder))
-    manifest = make_manifest(checkpoint, prompt_ids, model_id, max_audio_seconds)
+    manifest = make_manifest(checkpoint, prompt_ids, model_id, max_audio_seconds, piece_pause_s)
     manifest.save(out)
     return manifest
 
@@ -214,9 +225,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_AUDIO_SECONDS,
         help=f"longest audio piece the served model takes, seconds (default {MAX_AUDIO_SECONDS:g})",
     )
+    parser.add_argument(
+        "--piece-pause-s",
+        type=float,
+        default=None,
+        help="end an audio piece at every pause at least this long, for a model that transcribes one "
+        "utterance at a time (default: none, pieces of up to --max-audio-seconds cut at their longest pause)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest = build_artifacts(args.checkpoint, args.out, args.model_id, args.max_audio_seconds)
+    manifest = build_artifacts(args.checkpoint, args.out, args.model_id, args.max_audio_seconds, args.piece_pause_s)
     print(f"artifacts written to {args.out} (checkpoint sha256 {manifest.source.sha256[:12]}...)")
     return 0

@@ -191,6 +191,7 @@ def template_values(
         "d_llm": manifest.d_llm,
         "sample_rate": manifest.sample_rate,
         "max_audio_seconds": f"{manifest.max_audio_seconds:g}",
+        "piece_pause_s": "" if manifest.piece_pause_s is None else f"{manifest.piece_pause_s:g}",
         # Both tiers pad a request's mels to its longest; the gpu encoder pads batches to its buckets.
         "mel_bucket_frames": 0,
         # Threads per python model's torch / onnxruntime (0: their default, every core).

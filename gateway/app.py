@@ -40,11 +40,11 @@ def _lifespan(settings: Settings, metrics: GatewayMetrics):  # type: ignore[no-u
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The gRPC aio channel must be created inside the running event loop.
         triton = TritonClient(settings.triton, metrics)
-        transcriber = TranscriptionService(settings, triton, metrics)
+        facts = ModelFactsCheck(triton.model_parameters, settings)
+        transcriber = TranscriptionService(settings, triton, metrics, facts)
         app.state.transcriber = transcriber
         app.state.chat = ChatService(settings, triton, transcriber)
-        app.state.realtime = RealtimeService(settings, triton, metrics)
-        facts = ModelFactsCheck(triton.model_parameters, settings)
+        app.state.realtime = RealtimeService(settings, triton, metrics, facts)
         await facts.at_startup()  # settings the model cannot serve stop the start here
         app.state.readiness = ReadinessProbe(
             facts.guard(triton.models_ready),

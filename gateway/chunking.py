@@ -12,7 +12,9 @@ OpenAI accepts `"auto"` or `{"type": "server_vad", "threshold", "prefix_padding_
 - `prefix_padding_ms` -> audio kept before and after the detected speech where a piece
   (or cue) starts or ends at such a pause.
 
-Absent fields keep the gateway's defaults, so `{"type": "server_vad"}` equals `"auto"`.
+Absent fields keep the defaults, so `{"type": "server_vad"}` equals `"auto"`. The pieces'
+defaults are the model's (`model_pieces`): a model whose export sets `piece_pause_s` (the demo
+model, which transcribes an utterance at a time) has every pause that long end a piece.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from gateway.audio import CutOptions
+from gateway.audio import CutOptions, VadOptions
 from gateway.audio.cue_cutting import CueCutOptions
 from gateway.errors import BadRequestError
 from gateway.protocol import ServerVadChunking, TranscriptionForm
@@ -84,26 +86,41 @@ def _validated(values: dict[str, object], param_of: Callable[[str], str]) -> Ser
         ) from exc
 
 
-def chunking_options(strategy: ServerVadChunking | None, cues: CueCutOptions) -> Chunking:
-    """Cut options for a request: the defaults (`cues` from settings) with the request's overrides."""
+def model_pieces(piece_pause_s: float | None) -> CutOptions:
+    """How the served model wants long audio cut (its `piece_pause_s` fact; None: the defaults)."""
     pieces = CutOptions()
+    if piece_pause_s is None:
+        return pieces
+    vad = dataclasses.replace(pieces.vad, min_silence_s=min(pieces.vad.min_silence_s, piece_pause_s))
+    return dataclasses.replace(pieces, vad=vad, max_pause_s=piece_pause_s, quick_check_s=0.0)
+
+
+def chunking_options(
+    strategy: ServerVadChunking | None, cues: CueCutOptions, pieces: CutOptions | None = None
+) -> Chunking:
+    """Cut options for a request: the defaults (`cues` from settings, `pieces` from the model)
+    with the request's overrides."""
+    pieces = pieces or CutOptions()
     if strategy is None:
         return Chunking(pieces=pieces, cues=cues)
-    vad = pieces.vad
+    piece_changes: dict[str, float] = {}
+    cue_changes: dict[str, float] = {}
+    if strategy.silence_duration_ms is not None:
+        piece_changes["max_pause_s"] = cue_changes["pause_s"] = strategy.silence_duration_ms / 1000
+    if strategy.prefix_padding_ms is not None:
+        piece_changes["edge_pad_s"] = cue_changes["edge_pad_s"] = strategy.prefix_padding_ms / 1000
+    return Chunking(
+        pieces=dataclasses.replace(pieces, vad=_tuned(pieces.vad, strategy), **piece_changes),
+        cues=dataclasses.replace(cues, vad=_tuned(cues.vad, strategy), **cue_changes),
+    )
+
+
+def _tuned(vad: VadOptions, strategy: ServerVadChunking) -> VadOptions:
     if strategy.threshold is not None:
         vad = dataclasses.replace(
             vad, threshold=strategy.threshold, neg_threshold=max(0.01, strategy.threshold - _NEG_THRESHOLD_GAP)
         )
-    piece_changes: dict[str, float] = {}
-    cue_changes: dict[str, float] = {}
     if strategy.silence_duration_ms is not None:
-        pause_s = strategy.silence_duration_ms / 1000
         # The VAD must see a pause that short at all: its own shortest pause is min_silence_s.
-        vad = dataclasses.replace(vad, min_silence_s=min(vad.min_silence_s, pause_s))
-        piece_changes["max_pause_s"] = cue_changes["pause_s"] = pause_s
-    if strategy.prefix_padding_ms is not None:
-        piece_changes["edge_pad_s"] = cue_changes["edge_pad_s"] = strategy.prefix_padding_ms / 1000
-    return Chunking(
-        pieces=dataclasses.replace(pieces, vad=vad, **piece_changes),
-        cues=dataclasses.replace(cues, vad=vad, **cue_changes),
-    )
+        vad = dataclasses.replace(vad, min_silence_s=min(vad.min_silence_s, strategy.silence_duration_ms / 1000))
+    return vad

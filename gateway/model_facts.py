@@ -1,12 +1,14 @@
 """What the served model takes, learned from Triton, checked against the gateway's settings.
 
-The export records the longest audio piece and its sample rate in manifest.json; the repository
-fill writes both into the audio ensemble's config `parameters` (model_repository/canary_qwen).
+The export records the longest audio piece, its sample rate and the pause that must end a piece
+(`piece_pause_s`, empty for most models) in manifest.json; the repository fill writes them into
+the audio ensembles' config `parameters` (model_repository/canary_qwen).
 The gateway reads them at start-up: a `GATEWAY_LIMITS__PIECE_SECONDS` above the model's limit
 (every long upload would fail piece by piece with a 400) or a sample rate other than the one the
 gateway resamples to stops the start with a clear error. If Triton is not up yet, the first
 readiness check that finds it ready does the same check, and the gateway stays unready on a
-mismatch, saying why.
+mismatch, saying why. Transcription asks for the facts at every request (`current`), so the
+model's cutting applies as soon as they are known.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ class ModelFacts:
     model: str
     max_audio_seconds: float
     sample_rate: int
+    piece_pause_s: float | None = None  # every pause this long ends a piece (None: no such rule)
 
     @classmethod
     def from_parameters(cls, model: str, params: Mapping[str, str]) -> ModelFacts:
         try:
-            return cls(model, float(params["max_audio_seconds"]), int(params["sample_rate"]))
+            pause = params["piece_pause_s"]
+            facts = cls(model, float(params["max_audio_seconds"]), int(params["sample_rate"]),
+                        float(pause) if pause else None)
+            if facts.piece_pause_s is not None and not facts.piece_pause_s > 0:
+                raise ValueError("piece_pause_s")
+            return facts
         except (KeyError, ValueError) as exc:
             raise ModelMismatchError(
                 f"Triton's {model} config lacks a valid {exc} parameter: fill the repository with this "
@@ -73,6 +81,18 @@ class ModelFactsCheck:
         self.facts = ModelFacts.from_parameters(self._model, await self._fetch(self._model))
         check_settings(self.facts, self._settings)
         log.info("%s takes pieces up to %g s at %d Hz", self._model, self.facts.max_audio_seconds, SAMPLE_RATE)
+
+    async def current(self) -> ModelFacts | None:
+        """The facts, learned now if they are not yet (None while Triton cannot say)."""
+        if self.facts is None and self._mismatch is None:
+            try:
+                await self._learn()
+            except ModelMismatchError as exc:
+                self._mismatch = str(exc)
+                log.error("%s", exc)
+            except Exception as exc:
+                log.warning("could not read %s's limits from Triton (%s)", self._model, exc)
+        return self.facts
 
     async def at_startup(self) -> None:
         """Check now if Triton answers (a mismatch raises: the start fails); else leave it to readiness."""

@@ -20,9 +20,10 @@ from starlette.datastructures import FormData
 from canary_qwen.mel import SAMPLE_RATE  # the model's input rate (checked at start-up: gateway.model_facts)
 from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
 from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, speech_map, split_cue
-from gateway.chunking import Chunking, chunking_options
+from gateway.chunking import Chunking, chunking_options, model_pieces
 from gateway.errors import BadRequestError, audio_api_error
 from gateway.metrics import GatewayMetrics
+from gateway.model_facts import ModelFactsCheck
 from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
 from gateway.settings import CaptionSettings, Settings
 from gateway.subtitles import CueLayout, fits
@@ -167,9 +168,12 @@ def _map_and_plan(samples: np.ndarray, options: CueCutOptions) -> tuple[SpeechMa
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics, facts: ModelFactsCheck
+    ) -> None:
         self._settings = settings
         self._triton = triton
+        self._facts = facts
         self._metrics = metrics
         captions = settings.captions
         self.cue_layout = CueLayout(line_chars=captions.line_chars, lines=captions.lines)
@@ -194,7 +198,9 @@ class TranscriptionService:
         except AudioError as exc:
             raise audio_api_error(exc, param) from exc
         check_min_duration(decoded, param)
-        options: Chunking = chunking_options(chunking, self._cue_options)
+        facts = await self._facts.current()
+        pieces = model_pieces(facts.piece_pause_s if facts else None)
+        options: Chunking = chunking_options(chunking, self._cue_options, pieces)
         speech: SpeechMap | None = None
         if timed:
             speech, pieces = await anyio.to_thread.run_sync(_map_and_plan, decoded.samples, options.cues)

@@ -214,3 +214,22 @@ def test_speech_after_the_prefix_is_still_found(utterances, vad: SileroVad) -> N
     assert not vad.speech_in_prefix(samples, RATE, 2.0)
     pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad)
     assert len(pieces) == 1 and pieces[0].start >= 4 * RATE
+
+
+def test_a_model_that_wants_a_piece_per_utterance_gets_short_audio_cut_too(utterances, vad: SileroVad) -> None:
+    """Two sentences 0.5 s apart fit one window: kept whole by default, but with the demo model's
+    `piece_pause_s` each sentence is its own piece, cut in the pause."""
+    from export.demo import DEMO_PIECE_PAUSE_S
+    from gateway.chunking import model_pieces
+
+    first, _ = read_audio(utterances[0].path)
+    second, _ = read_audio(utterances[1].path)
+    a, b = speech_extent(first, RATE), speech_extent(second, RATE)
+    pause = np.zeros(RATE // 2, dtype=np.float32)
+    samples = np.concatenate([first[a[0] : a[1]], pause, second[b[0] : b[1]]])
+    assert samples.size < WINDOW_S * RATE
+    assert len(split_on_pauses(samples, RATE, WINDOW_S, vad=vad, options=model_pieces(None))) == 1
+    pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad, options=model_pieces(DEMO_PIECE_PAUSE_S))
+    assert len(pieces) == 2
+    gap = (a[1] - a[0], a[1] - a[0] + pause.size)  # the pause, in samples of `samples`
+    assert gap[0] <= pieces[0].end <= pieces[1].start <= gap[1]

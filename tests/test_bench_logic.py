@@ -432,13 +432,15 @@ def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
     srt_body = "".join(f"{k + 1}\n{stamp(a, ',')} --> {stamp(b, ',')}\npass the word\n\n" for k, (a, b) in enumerate(cues))
     vtt_body = "WEBVTT\n\n" + "".join(f"{stamp(a, '.')} --> {stamp(b, '.')}\npass the word\n\n" for a, b in cues)
     verbose = {"text": "pass the word pass the word", "segments": [{"start": a, "end": b} for a, b in cues]}
-    measured = {"pairs": pairs, "long_json": "pass the word pass a word", "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+    measured = {"pairs": pairs, "long_json": "pass the word pass a word", "long_pieces": "pass the word the word the word",
+                "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
     out = figures(clips, long, measured)
     assert out["segment_edges_inside_speech"] == out["srt_edges_inside_speech"] == out["vtt_edges_inside_speech"] == 2
     assert out["short_wer_by_voice"][HELD_OUT_VOICES[0]] == pytest.approx(2 / 3, abs=1e-4)
     assert out["short_wer_held_out_voices"] == pytest.approx(round(2 / 12, 4))
     assert out["stream_equals_nonstream"] == len(clips) - 1
     assert out["long_wer"] == pytest.approx(1 / 6, abs=1e-4) and out["long_wer_cues"] == 0.0  # json, verbose_json
+    assert out["long_wer_long_pieces"] == pytest.approx(2 / 6, abs=1e-4)  # json in the real model's pieces
 
 
 def test_wer_long_recording_knows_where_each_word_sounds() -> None:

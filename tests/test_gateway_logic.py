@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import io
 
@@ -13,7 +14,7 @@ import webvtt
 from fastapi import UploadFile
 from pydantic import SecretStr
 
-from gateway.audio import Piece
+from gateway.audio import CutOptions, Piece
 from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
@@ -21,7 +22,7 @@ from gateway.readiness import ReadinessProbe
 from gateway.settings import Settings
 from gateway.audio import SpeechSegment
 from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, split_cue
-from gateway.chunking import chunking_options, parse_chunking
+from gateway.chunking import Chunking, chunking_options, model_pieces, parse_chunking
 from gateway.subtitles import CueLayout, cues_from_segments, fits, to_srt, to_vtt, wrap
 from gateway.text_join import DeltaJoiner, join_pieces
 from gateway.thinking import ThinkingFilter, strip_thinking
@@ -253,6 +254,20 @@ def test_server_vad_maps_onto_the_cutting() -> None:
         assert vad.threshold == 0.7 and vad.neg_threshold == pytest.approx(0.55) and vad.min_silence_s == 0.05
     assert (tuned.pieces.max_pause_s, tuned.pieces.edge_pad_s) == (0.05, 0.2)
     assert (tuned.cues.pause_s, tuned.cues.edge_pad_s) == (0.05, 0.2)
+
+
+def test_the_models_piece_pause_is_the_pieces_default() -> None:
+    """A model with `piece_pause_s` (the demo's) ends a piece at every such pause, short audio too;
+    a request's server_vad still tunes it, and caption cues keep their own options."""
+    assert model_pieces(None) == CutOptions()
+    demo = model_pieces(0.3)
+    assert (demo.max_pause_s, demo.quick_check_s) == (0.3, 0.0)
+    assert model_pieces(0.05).vad.min_silence_s == 0.05  # the VAD must see such a pause at all
+    cues = CueCutOptions()
+    assert chunking_options(None, cues, demo) == Chunking(pieces=demo, cues=cues)
+    tuned = chunking_options(ServerVadChunking(type="server_vad", silence_duration_ms=800), cues, demo)
+    assert (tuned.pieces.max_pause_s, tuned.pieces.quick_check_s) == (0.8, 0.0)
+    assert tuned.cues == dataclasses.replace(cues, pause_s=0.8)
 
 
 # ------------------------------------------------------------------ request validation

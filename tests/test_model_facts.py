@@ -9,11 +9,13 @@ import pytest
 
 from canary_qwen.manifest import Manifest
 from canary_qwen.mel import SAMPLE_RATE
+from export.demo import DEMO_PIECE_PAUSE_S
 from gateway.metrics import GatewayMetrics
 from gateway.model_facts import ModelFacts, ModelFactsCheck, ModelMismatchError, check_settings
 from gateway.settings import LimitSettings, Settings, TritonSettings
 from gateway.triton_client import TritonClient
 from tests.fixtures.gateway import run_gateway, unreachable_triton_url
+from tests.fixtures.words import model_transcribes
 
 
 def _settings(piece_seconds: float = 40.0) -> Settings:
@@ -21,10 +23,16 @@ def _settings(piece_seconds: float = 40.0) -> Settings:
 
 
 def test_facts_come_from_the_config_parameters() -> None:
-    facts = ModelFacts.from_parameters("canary_qwen", {"max_audio_seconds": "40", "sample_rate": "16000"})
-    assert facts == ModelFacts("canary_qwen", 40.0, 16000)
-    with pytest.raises(ModelMismatchError, match="max_audio_seconds"):
-        ModelFacts.from_parameters("canary_qwen", {"sample_rate": "16000"})
+    params = {"max_audio_seconds": "40", "sample_rate": "16000", "piece_pause_s": ""}
+    assert ModelFacts.from_parameters("canary_qwen", params) == ModelFacts("canary_qwen", 40.0, 16000, None)
+    demo = ModelFacts.from_parameters("canary_qwen", params | {"piece_pause_s": "0.3"})
+    assert demo.piece_pause_s == 0.3
+    for missing in ("max_audio_seconds", "piece_pause_s"):
+        with pytest.raises(ModelMismatchError, match=missing):
+            ModelFacts.from_parameters("canary_qwen", {k: v for k, v in params.items() if k != missing})
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ModelMismatchError, match="piece_pause_s"):
+            ModelFacts.from_parameters("canary_qwen", params | {"piece_pause_s": bad})
 
 
 def test_pieces_longer_than_the_model_takes_are_refused() -> None:
@@ -42,7 +50,7 @@ async def test_readiness_stays_false_with_the_reason_when_learned_late() -> None
 
     async def fetch(model: str) -> dict[str, str]:
         fetched.append(model)
-        return {"max_audio_seconds": "20", "sample_rate": str(SAMPLE_RATE)}
+        return {"max_audio_seconds": "20", "sample_rate": str(SAMPLE_RATE), "piece_pause_s": ""}
 
     async def ready(models: Sequence[str]) -> tuple[bool, str]:
         return True, "ready"
@@ -65,8 +73,11 @@ async def test_triton_serves_the_manifest_limits(triton_server, artifacts_dir: P
     facts = ModelFacts.from_parameters("canary_qwen", params)
     assert facts.max_audio_seconds == manifest.max_audio_seconds
     assert facts.sample_rate == manifest.sample_rate == SAMPLE_RATE
+    assert facts.piece_pause_s == manifest.piece_pause_s
+    # `export all` asks for the demo model's cutting, and only for it (the random model's is the real one's).
+    assert manifest.piece_pause_s == (DEMO_PIECE_PAUSE_S if model_transcribes() else None)
     assert ModelFacts.from_parameters("canary_qwen_stream", stream_params) == ModelFacts(
-        "canary_qwen_stream", facts.max_audio_seconds, facts.sample_rate
+        "canary_qwen_stream", facts.max_audio_seconds, facts.sample_rate, facts.piece_pause_s
     )
 
 
@@ -100,3 +111,38 @@ def test_export_records_the_longest_piece_it_was_given(checkpoint_dir: Path, art
     assert half.max_audio_embeddings < built.max_audio_embeddings
     derived = {"max_audio_seconds", "max_mel_frames", "max_audio_embeddings"}
     assert half.model_dump(exclude=derived) == built.model_dump(exclude=derived)
+    paused = make_manifest(load_checkpoint(checkpoint_dir), built.asr_prompt_ids, built.model_id, piece_pause_s=0.3)
+    assert paused.piece_pause_s == 0.3
+    assert paused.model_dump(exclude={"piece_pause_s"}) == built.model_dump(exclude={"piece_pause_s"})
+
+
+@pytest.mark.parametrize(("piece_pause_s", "pieces"), [("", 1), (f"{DEMO_PIECE_PAUSE_S:g}", 2)])
+async def test_transcription_cuts_as_the_model_asks(utterances, piece_pause_s: str, pieces: int) -> None:  # type: ignore[no-untyped-def]
+    """Two sentences 0.5 s apart, uploaded as a WAV: one piece for a model without
+    `piece_pause_s`, one piece per sentence for the demo's (learned from Triton's parameters)."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    from gateway.transcription import TranscriptionService
+    from tests.fixtures.audio.speech import read_audio, speech_extent
+
+    async def fetch(model: str) -> dict[str, str]:
+        return {"max_audio_seconds": "40", "sample_rate": str(SAMPLE_RATE), "piece_pause_s": piece_pause_s}
+
+    parts = []
+    for utterance in utterances[:2]:
+        samples, _ = read_audio(utterance.path)
+        begin, end = speech_extent(samples, SAMPLE_RATE)
+        parts += [samples[begin:end], np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]
+    wav = io.BytesIO()
+    soundfile.write(wav, np.concatenate(parts), SAMPLE_RATE, format="WAV")
+    settings = _settings()
+    triton = TritonClient(TritonSettings(url=unreachable_triton_url()), GatewayMetrics())  # never called
+    try:
+        service = TranscriptionService(settings, triton, GatewayMetrics(), ModelFactsCheck(fetch, settings))
+        prepared = await service.prepare(wav.getvalue(), param="file", route="/v1/audio/transcriptions")
+    finally:
+        await triton.close()
+    assert len(prepared.pieces) == pieces

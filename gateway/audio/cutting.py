@@ -11,7 +11,8 @@ Rules, in order of preference:
    at the lowest-energy 20 ms near the window end.
 5. Audio without speech gives no pieces.
 6. Audio that fits in one piece is kept whole as soon as speech shows in its first
-   `quick_check_s`: the rest need not be scored.
+   `quick_check_s`: the rest need not be scored. With `quick_check_s` 0 (a model that wants
+   every pause of `max_pause_s` to end a piece: gateway/chunking.py) short audio is cut too.
 
 Every piece keeps its exact offset in the original signal (`start`/`end` in samples,
 `start_s`/`end_s` in seconds), and `samples` is a view into the caller's array (no copy).
@@ -54,7 +55,7 @@ class CutOptions:
     lookback_fraction: float = 0.5  # cut at the longest pause in this last part of the window
     fallback_search_s: float = 5.0  # continuous speech: lowest-energy point in this last stretch
     edge_pad_s: float = 0.3  # silence kept before and after speech where a long pause is dropped
-    quick_check_s: float = 2.0  # audio that fits one piece is whole once speech shows in this prefix
+    quick_check_s: float = 2.0  # audio that fits one piece is whole once speech shows in this prefix (0: never)
 
 
 def has_speech(samples: np.ndarray, sample_rate: int, *, vad: SileroVad | None = None) -> bool:
@@ -76,7 +77,7 @@ def split_on_pauses(
     opts = options or CutOptions()
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
     detector = vad or shared_vad()
-    if 0 < audio.size <= max_piece_seconds * sample_rate and detector.speech_in_prefix(
+    if opts.quick_check_s > 0 and 0 < audio.size <= max_piece_seconds * sample_rate and detector.speech_in_prefix(
         audio, sample_rate, opts.quick_check_s, opts.vad
     ):
         # One piece either way, and speech is certain: scoring the rest would change nothing

@@ -23,8 +23,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from canary_qwen.mel import SAMPLE_RATE  # the model's input rate
 from gateway.audio import shared_vad, split_on_pauses
 from gateway.auth import bearer_token, key_matches
+from gateway.chunking import model_pieces
 from gateway.errors import APIError, error_response
 from gateway.metrics import GatewayMetrics
+from gateway.model_facts import ModelFactsCheck
 from gateway.realtime import protocol
 from gateway.realtime.audio_input import decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, SessionConfig
@@ -68,10 +70,13 @@ class _Job:
 class RealtimeService:
     """App-wide: settings, the Triton client, metrics and the number of open sessions."""
 
-    def __init__(self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: Settings, triton: TritonClient, metrics: GatewayMetrics, facts: ModelFactsCheck
+    ) -> None:
         self.settings = settings
         self.triton = triton
         self.metrics = metrics
+        self.facts = facts
         self.open_sessions = 0
         self._keys = [key.get_secret_value().encode("utf-8") for key in settings.auth.api_keys]
 
@@ -313,13 +318,20 @@ class _Connection:
             job.results.put_nowait(None)
 
     async def _texts(self, utterance: Utterance) -> AsyncIterator[str]:
-        """Transcript deltas of one utterance; longer than a model piece: cut at pauses first."""
+        """Transcript deltas of one utterance; longer than a model piece, or with pauses the model
+        wants to end a piece (its `piece_pause_s`): cut at pauses first."""
         max_new = self.settings.model.asr_max_new_tokens
         pieces = [utterance.samples]
-        if utterance.samples.size > self.settings.limits.piece_seconds * SAMPLE_RATE:
+        facts = await self.service.facts.current()
+        pause_s = facts.piece_pause_s if facts else None
+        too_long = utterance.samples.size > self.settings.limits.piece_seconds * SAMPLE_RATE
+        if pause_s is not None or too_long:
+            options = model_pieces(pause_s)
             cut = await anyio.to_thread.run_sync(
-                split_on_pauses, utterance.samples, SAMPLE_RATE, self.settings.limits.piece_seconds)
-            pieces = [piece.samples for piece in cut]
+                lambda: split_on_pauses(utterance.samples, SAMPLE_RATE, self.settings.limits.piece_seconds,
+                                        options=options))
+            if cut or too_long:  # a turn that fits and the cut finds no speech in: sent whole, as before
+                pieces = [piece.samples for piece in cut]
         joiner = DeltaJoiner()
         for samples in pieces:
             joiner.start_piece()
