@@ -45,6 +45,7 @@ from bench.servers import gateway, triton
 from bench.settings import CommandSettings
 from canary_qwen.mel import SAMPLE_RATE
 from canary_qwen.wer import normalize, word_error_rate
+from gateway.audio import CutOptions
 
 log = logging.getLogger("bench.wer")
 REFERENCE_VOICE = "en-us"  # a training voice, for comparison
@@ -152,8 +153,8 @@ def edges_inside_speech(edges: list[float], words: list[tuple[float, float]]) ->
     return sum(any(a < t < b for a, b in words) for t in edges)
 
 
-# The real model's cutting (gateway.audio.CutOptions' max_pause_s), asked of any model.
-LONG_PIECES = json.dumps({"type": "server_vad", "silence_duration_ms": 3000})
+# The real model's cutting (only the default long pauses end a piece), asked of any model.
+LONG_PIECES = json.dumps({"type": "server_vad", "silence_duration_ms": round(1000 * CutOptions().max_pause_s)})
 
 
 async def _transcribe(

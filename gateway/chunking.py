@@ -91,8 +91,9 @@ def model_pieces(piece_pause_s: float | None) -> CutOptions:
     pieces = CutOptions()
     if piece_pause_s is None:
         return pieces
-    vad = dataclasses.replace(pieces.vad, min_silence_s=min(pieces.vad.min_silence_s, piece_pause_s))
-    return dataclasses.replace(pieces, vad=vad, max_pause_s=piece_pause_s, quick_check_s=0.0)
+    return dataclasses.replace(
+        pieces, vad=_seeing(pieces.vad, piece_pause_s), max_pause_s=piece_pause_s, quick_check_s=0.0
+    )
 
 
 def chunking_options(
@@ -121,6 +122,10 @@ def _tuned(vad: VadOptions, strategy: ServerVadChunking) -> VadOptions:
             vad, threshold=strategy.threshold, neg_threshold=max(0.01, strategy.threshold - _NEG_THRESHOLD_GAP)
         )
     if strategy.silence_duration_ms is not None:
-        # The VAD must see a pause that short at all: its own shortest pause is min_silence_s.
-        vad = dataclasses.replace(vad, min_silence_s=min(vad.min_silence_s, strategy.silence_duration_ms / 1000))
+        vad = _seeing(vad, strategy.silence_duration_ms / 1000)
     return vad
+
+
+def _seeing(vad: VadOptions, pause_s: float) -> VadOptions:
+    """The VAD must see a pause that short at all: its own shortest pause is min_silence_s."""
+    return dataclasses.replace(vad, min_silence_s=min(vad.min_silence_s, pause_s))
