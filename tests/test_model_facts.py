@@ -105,7 +105,9 @@ def test_export_records_the_longest_piece_it_was_given(checkpoint_dir: Path, art
 
     built = Manifest.load(artifacts_dir)
     assert built.max_audio_seconds == MAX_AUDIO_SECONDS
-    half = make_manifest(load_checkpoint(checkpoint_dir), built.asr_prompt_ids, built.model_id, MAX_AUDIO_SECONDS / 2)
+    half = make_manifest(
+        load_checkpoint(checkpoint_dir), built.asr_prompt_ids, built.model_id, MAX_AUDIO_SECONDS / 2, built.piece_pause_s
+    )
     assert half.max_audio_seconds == MAX_AUDIO_SECONDS / 2
     assert half.max_mel_frames == built.max_mel_frames // 2
     assert half.max_audio_embeddings < built.max_audio_embeddings

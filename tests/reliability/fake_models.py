@@ -105,6 +105,7 @@ parameters {{ key: "delay_s" value {{ string_value: "{delay_s}" }} }}
 parameters {{ key: "events_file" value {{ string_value: "{events}" }} }}
 parameters {{ key: "max_audio_seconds" value {{ string_value: "{max_audio_seconds}" }} }}
 parameters {{ key: "sample_rate" value {{ string_value: "{sample_rate}" }} }}
+parameters {{ key: "piece_pause_s" value {{ string_value: "" }} }}
 """
 
 
