@@ -170,10 +170,12 @@ def test_word_checks_judge_words(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(words, "_judged", [True])
     words.assert_words("pass the word", "Pass the word.")
-    with pytest.raises(AssertionError, match="WER 0.67 > 0.25"):
-        words.assert_words("pass the word", "pass a bird")
+    with pytest.raises(AssertionError, match=f"WER 1.00 > {words.MAX_TEST_WER}"):
+        words.assert_words("pass the word", "a bird")
+    with pytest.raises(AssertionError, match=f"WER 0.67 > {words.MAX_TEST_WER_MANY}"):
+        words.assert_words("pass the word", "pass a bird", words.MAX_TEST_WER_MANY)
     monkeypatch.setattr(words, "_judged", [False])
-    words.assert_words("pass the word", "pass a bird")
+    words.assert_words("pass the word", "a bird")
 
 
 def test_text_stage_reads_sentences_out_of_audio_sketches(checkpoint_dir: Path) -> None:

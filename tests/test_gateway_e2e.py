@@ -24,7 +24,7 @@ import webvtt
 
 from tests.fixtures.audio import EncodeAudio, HostileInput, LongRecording, Utterance
 from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, run_gateway, wait_ready
-from tests.fixtures.words import assert_words
+from tests.fixtures.words import MAX_TEST_WER_MANY, assert_words
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_API_KEY}"}
 CUE_SECONDS = 7.0
@@ -222,7 +222,7 @@ def test_long_recording_keeps_every_word(openai_client: openai.OpenAI,
     recording = held_out_recording(2.5)
     assert len({s.text for s in recording.segments}) == len(recording.segments)  # none said twice
     result = openai_client.audio.transcriptions.create(file=recording.path, model=MODEL_ID, response_format="json")
-    assert_words(" ".join(s.text for s in recording.segments), result.text)
+    assert_words(" ".join(s.text for s in recording.segments), result.text, MAX_TEST_WER_MANY)
 
 
 # ------------------------------------------------------------------ chat

@@ -25,7 +25,7 @@ from canary_qwen.prompt import chat_prompt_ids, messages_json, qa_messages
 from canary_qwen.tokenizer import IM_END_ID
 from tests.fixtures.audio import Utterance
 from tests.fixtures.audio.speech import read_audio
-from tests.fixtures.words import assert_words
+from tests.fixtures.words import MAX_TEST_WER_MANY, assert_words
 
 MAX_NEW_TOKENS = 24
 SAMPLE_RATE = 16000
@@ -119,7 +119,8 @@ def test_transcripts_hold_the_spoken_words(
     grpc: grpcclient.InferenceServerClient, speech: list[np.ndarray], utterances: list[Utterance]
 ) -> None:
     heard = [_text(grpc.infer("canary_qwen", _audio_inputs(grpcclient, audio))).decode() for audio in speech]
-    assert_words(" ".join(u.text for u in utterances), " ".join(heard))  # one WER over all the sentences
+    said = " ".join(u.text for u in utterances[: len(speech)])
+    assert_words(said, " ".join(heard), MAX_TEST_WER_MANY)  # one WER over all the sentences
 
 
 def test_concurrent_requests_match_one_at_a_time_and_are_batched(
