@@ -199,10 +199,11 @@ def test_json_keeps_long_pieces(fitting_gateway: GatewayProcess, recording: Reco
     from canary_qwen.manifest import Manifest
     from gateway.audio import split_on_pauses
     from gateway.chunking import model_pieces
+    from gateway.settings import LimitSettings
 
     pause_s = Manifest.load(artifacts_dir).piece_pause_s
     samples, rate = read_audio(recording.path)
-    expected = len(split_on_pauses(samples, rate, 40.0, options=model_pieces(pause_s)))
+    expected = len(split_on_pauses(samples, rate, LimitSettings().piece_seconds, options=model_pieces(pause_s)))
     assert expected == 1 if pause_s is None else expected >= len(recording.spans)
     client = _client(fitting_gateway)
     before = _asr_calls(fitting_gateway)
