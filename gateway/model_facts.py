@@ -7,8 +7,8 @@ The gateway reads them at start-up: a `GATEWAY_LIMITS__PIECE_SECONDS` above the 
 (every long upload would fail piece by piece with a 400) or a sample rate other than the one the
 gateway resamples to stops the start with a clear error. If Triton is not up yet, the first
 readiness check that finds it ready does the same check, and the gateway stays unready on a
-mismatch, saying why. Transcription asks for the facts at every request (`current`), so the
-model's cutting applies as soon as they are known.
+mismatch, saying why. Transcription asks for the model's cutting at every request
+(`piece_pause_s`), which learns the facts then if nothing has yet.
 """
 
 from __future__ import annotations
@@ -82,17 +82,26 @@ class ModelFactsCheck:
         check_settings(self.facts, self._settings)
         log.info("%s takes pieces up to %g s at %d Hz", self._model, self.facts.max_audio_seconds, SAMPLE_RATE)
 
-    async def current(self) -> ModelFacts | None:
-        """The facts, learned now if they are not yet (None while Triton cannot say)."""
+    async def _try_learn(self) -> str | None:
+        """Learn the facts: None when they fit the settings, else why not (a mismatch is kept)."""
+        try:
+            await self._learn()
+        except ModelMismatchError as exc:
+            self._mismatch = str(exc)
+            log.error("%s", exc)
+            return self._mismatch
+        except Exception as exc:  # not up yet: unreachable, or the model not loaded
+            return f"could not read {self._model}'s limits: {exc}"
+        return None
+
+    async def piece_pause_s(self) -> float | None:
+        """The model's `piece_pause_s`, learned now if the facts are not known yet (None while
+        Triton cannot say: the default cutting)."""
         if self.facts is None and self._mismatch is None:
-            try:
-                await self._learn()
-            except ModelMismatchError as exc:
-                self._mismatch = str(exc)
-                log.error("%s", exc)
-            except Exception as exc:
-                log.warning("could not read %s's limits from Triton (%s)", self._model, exc)
-        return self.facts
+            reason = await self._try_learn()
+            if reason is not None and self._mismatch is None:
+                log.warning("%s", reason)
+        return self.facts.piece_pause_s if self.facts else None
 
     async def at_startup(self) -> None:
         """Check now if Triton answers (a mismatch raises: the start fails); else leave it to readiness."""
@@ -112,14 +121,7 @@ class ModelFactsCheck:
             ready, reason = await check(models)
             if not ready or self.facts is not None:
                 return ready, reason
-            try:
-                await self._learn()
-            except ModelMismatchError as exc:
-                self._mismatch = str(exc)
-                log.error("%s", exc)
-                return False, self._mismatch
-            except Exception as exc:
-                return False, f"could not read {self._model}'s limits: {exc}"
-            return ready, reason
+            failure = await self._try_learn()
+            return (False, failure) if failure is not None else (ready, reason)
 
         return guarded

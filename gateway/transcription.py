@@ -198,8 +198,7 @@ class TranscriptionService:
         except AudioError as exc:
             raise audio_api_error(exc, param) from exc
         check_min_duration(decoded, param)
-        facts = await self._facts.current()
-        pieces = model_pieces(facts.piece_pause_s if facts else None)
+        pieces = model_pieces(await self._facts.piece_pause_s())
         options: Chunking = chunking_options(chunking, self._cue_options, pieces)
         speech: SpeechMap | None = None
         if timed:

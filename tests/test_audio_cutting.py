@@ -14,7 +14,7 @@ import pytest
 from gateway.audio import CutOptions, Piece, SileroVad, SpeechSegment, decode_audio, split_on_pauses
 from gateway.audio.cutting import plan_cuts
 from tests.fixtures.audio import LongRecording
-from tests.fixtures.audio.speech import read_audio, speech_extent
+from tests.fixtures.audio.speech import read_audio, spoken_speech
 
 RATE = 16000
 WINDOW_S = 40.0
@@ -83,9 +83,7 @@ def test_speech_without_pauses_is_cut_at_its_quietest_point(utterances, vad: Sil
     """Back-to-back speech longer than the window: cut at the lowest energy, never over it."""
     clips = []
     for utterance in utterances[1:]:
-        samples, _ = read_audio(utterance.path)
-        begin, end = speech_extent(samples, RATE)
-        clips.append(samples[begin:end])
+        clips.append(spoken_speech(utterance.path))
     speech = np.concatenate(clips * 3)  # ~50 s with no pause longer than a comma
     pieces = split_on_pauses(speech, RATE, 20.0, vad=vad)
     assert len(pieces) >= 3
@@ -222,14 +220,12 @@ def test_a_model_that_wants_a_piece_per_utterance_gets_short_audio_cut_too(utter
     from export.demo import DEMO_PIECE_PAUSE_S
     from gateway.chunking import model_pieces
 
-    first, _ = read_audio(utterances[0].path)
-    second, _ = read_audio(utterances[1].path)
-    a, b = speech_extent(first, RATE), speech_extent(second, RATE)
+    first, second = spoken_speech(utterances[0].path), spoken_speech(utterances[1].path)
     pause = np.zeros(RATE // 2, dtype=np.float32)
-    samples = np.concatenate([first[a[0] : a[1]], pause, second[b[0] : b[1]]])
+    samples = np.concatenate([first, pause, second])
     assert samples.size < WINDOW_S * RATE
     assert len(split_on_pauses(samples, RATE, WINDOW_S, vad=vad, options=model_pieces(None))) == 1
     pieces = split_on_pauses(samples, RATE, WINDOW_S, vad=vad, options=model_pieces(DEMO_PIECE_PAUSE_S))
     assert len(pieces) == 2
-    gap = (a[1] - a[0], a[1] - a[0] + pause.size)  # the pause, in samples of `samples`
+    gap = (first.size, first.size + pause.size)  # the pause, in samples of `samples`
     assert gap[0] <= pieces[0].end <= pieces[1].start <= gap[1]

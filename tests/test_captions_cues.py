@@ -26,7 +26,7 @@ import webvtt
 
 from gateway.audio.cue_cutting import CueCutOptions, plan_cues, speech_map
 from tests.fixtures.audio import SPEECH_RATE, Utterance
-from tests.fixtures.audio.speech import read_audio, speech_extent, write_wav
+from tests.fixtures.audio.speech import read_audio, spoken_speech, write_wav
 from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, run_gateway, wait_ready
 
 MAX_CUE_S = 7.0
@@ -61,9 +61,7 @@ def recording(utterances: list[Utterance], tmp_path_factory: pytest.TempPathFact
     for indices, pause_s in LAYOUT:
         clips = []
         for index in indices:
-            samples, _ = read_audio(utterances[index].path)
-            begin, end = speech_extent(samples, SPEECH_RATE)
-            clips.append(samples[begin:end])
+            clips.append(spoken_speech(utterances[index].path))
         clip = np.concatenate(clips)
         spans.append((position / SPEECH_RATE, (position + clip.size) / SPEECH_RATE))
         pieces += [clip, np.zeros(int(pause_s * SPEECH_RATE), dtype=np.float32)]

@@ -128,16 +128,14 @@ async def test_transcription_cuts_as_the_model_asks(utterances, piece_pause_s: s
     import soundfile
 
     from gateway.transcription import TranscriptionService
-    from tests.fixtures.audio.speech import read_audio, speech_extent
+    from tests.fixtures.audio.speech import spoken_speech
 
     async def fetch(model: str) -> dict[str, str]:
         return {"max_audio_seconds": "40", "sample_rate": str(SAMPLE_RATE), "piece_pause_s": piece_pause_s}
 
     parts = []
     for utterance in utterances[:2]:
-        samples, _ = read_audio(utterance.path)
-        begin, end = speech_extent(samples, SAMPLE_RATE)
-        parts += [samples[begin:end], np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]
+        parts += [spoken_speech(utterance.path), np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]
     wav = io.BytesIO()
     soundfile.write(wav, np.concatenate(parts), SAMPLE_RATE, format="WAV")
     settings = _settings()

@@ -16,7 +16,7 @@ import pytest
 
 from canary_qwen.prompt import chat_prompt_ids, parse_messages
 from tests.fixtures.audio import SPEECH_RATE, Utterance
-from tests.fixtures.audio.speech import read_audio, speech_extent, write_wav
+from tests.fixtures.audio.speech import spoken_speech, write_wav
 from tests.fixtures.gateway import GATEWAY_API_KEY, MODEL_ID, GatewayProcess, run_gateway, wait_ready
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_API_KEY}"}
@@ -109,10 +109,8 @@ def test_stream_without_include_usage_sends_no_usage_key(gateway_server: str) ->
 @pytest.fixture(scope="module")
 def padded_clip(utterances: list[Utterance], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """An utterance after 1.5 s of silence, and where its speech starts."""
-    samples, _ = read_audio(utterances[2].path)
-    begin, end = speech_extent(samples, SPEECH_RATE)
     lead = np.zeros(int(1.5 * SPEECH_RATE), dtype=np.float32)
-    audio = np.concatenate([lead, samples[begin:end], np.zeros(SPEECH_RATE, dtype=np.float32)])
+    audio = np.concatenate([lead, spoken_speech(utterances[2].path), np.zeros(SPEECH_RATE, dtype=np.float32)])
     return write_wav(tmp_path_factory.mktemp("chunking") / "padded.wav", audio, SPEECH_RATE), 1.5
 
 

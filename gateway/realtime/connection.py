@@ -322,8 +322,7 @@ class _Connection:
         wants to end a piece (its `piece_pause_s`): cut at pauses first."""
         max_new = self.settings.model.asr_max_new_tokens
         pieces = [utterance.samples]
-        facts = await self.service.facts.current()
-        pause_s = facts.piece_pause_s if facts else None
+        pause_s = await self.service.facts.piece_pause_s()
         too_long = utterance.samples.size > self.settings.limits.piece_seconds * SAMPLE_RATE
         if pause_s is not None or too_long:
             options = model_pieces(pause_s)
