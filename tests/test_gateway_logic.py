@@ -149,7 +149,8 @@ def _speech(spans_s: list[tuple[float, float]], total_s: float, rate: int = 1600
     for start, end in spans_s:
         audio[int(start * rate) : int(end * rate)] = 0.3  # loud where the "speech" is
     segments = [SpeechSegment(int(a * rate), int(b * rate)) for a, b in spans_s]
-    return SpeechMap(audio=audio, sample_rate=rate, segments=segments)
+    frame = 512  # the VAD deems every frame speech
+    return SpeechMap(audio, rate, segments, np.ones(-(-audio.size // frame), dtype=np.float32), frame)
 
 
 def test_cues_end_at_pauses_and_hold_only_speech() -> None:
@@ -189,18 +190,30 @@ def test_cues_reach_back_over_a_soft_onset_the_vad_missed() -> None:
     assert only.start_s < 1.0 and only.duration_s == pytest.approx(7.0, abs=1e-3)
 
 
-def test_split_cue_prefers_an_inner_pause_then_the_quietest_point() -> None:
+def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> None:
+    rate = 16000
     speech = _speech([(0.0, 2.5), (2.8, 6.0)], 6.0)
     whole = plan_cues(speech, CueCutOptions(pause_s=0.5))[0]
     left, right = split_cue(speech, whole, CueCutOptions(min_part_s=1.0)) or (None, None)
     assert left is not None and right is not None
     assert (round(left.end_s, 3), round(right.start_s, 3)) == (2.5, 2.8)
+    # Speech with no pause and nothing quieter than 3 dB under its peak is not cut at all.
     continuous = _speech([(0.0, 6.0)], 6.0)
-    continuous.audio[int(3.9 * 16000) : int(3.92 * 16000)] = 0.0  # a quiet 20 ms in the middle half
+    continuous.audio[int(3.9 * rate) : int(3.92 * rate)] = 0.0  # 20 ms of silence: half of 40 ms
     one = plan_cues(continuous, CueCutOptions())[0]
+    assert split_cue(continuous, one, CueCutOptions(min_part_s=1.0)) is None
+    # Two silent 60 ms: the cut is the middle of the one the VAD deems less like speech.
+    continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.0
+    continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.0
+    continuous.probabilities[int(4.53 * rate) // continuous.frame] = 0.2
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and parts[0].end == parts[1].start
-    assert abs(parts[0].end_s - 3.91) <= 0.02
+    assert abs(parts[0].end_s - 4.53) <= 0.011
+    # Under 50 dB quieter than the peak is not quiet enough; parts shorter than min_part_s never.
+    continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.3 * 10 ** (-45 / 20)
+    parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
+    assert parts is not None and abs(parts[0].end_s - 2.03) <= 0.011
+    assert split_cue(continuous, one, CueCutOptions(min_part_s=2.5)) is None
     short = plan_cues(_speech([(0.0, 1.5)], 2.0), CueCutOptions())[0]
     assert split_cue(_speech([(0.0, 1.5)], 2.0), short, CueCutOptions(min_part_s=1.0)) is None
 
