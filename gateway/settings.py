@@ -7,6 +7,7 @@ The server's own host and port are top level: ``GATEWAY_HOST``, ``GATEWAY_PORT``
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, field_validator
@@ -91,6 +92,19 @@ class ModelSettings(BaseModel):
         default=256,
         description="Token budget per transcribed piece (40 s of speech is well under 200 tokens).",
     )
+    asr_tokens_per_second: PositiveFloat = Field(
+        default=12.0,
+        description="A piece's budget is also at most this many tokens per second of its audio, plus "
+        "`asr_base_new_tokens`: twice the fastest English speech (about 6 tokens a second), so a model "
+        "that loops on a short clip stops there instead of at `asr_max_new_tokens`.",
+    )
+    asr_base_new_tokens: PositiveInt = Field(
+        default=16, description="Tokens every piece may use whatever its length (see `asr_tokens_per_second`)."
+    )
+
+    def asr_budget(self, seconds: float) -> int:
+        """Token budget of a piece of `seconds` of audio."""
+        return min(self.asr_max_new_tokens, self.asr_base_new_tokens + math.ceil(self.asr_tokens_per_second * seconds))
     chat_max_new_tokens: PositiveInt = Field(
         default=512,
         description="Default and upper bound of chat answer length (request `max_completion_tokens`/`max_tokens`).",

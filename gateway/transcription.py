@@ -220,11 +220,10 @@ class TranscriptionService:
             return await self._transcribe_cues(audio, audio.speech, audio.cue_options)
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
-        max_new = self._settings.model.asr_max_new_tokens
 
         async def one(samples: np.ndarray) -> tuple[str, list[int]]:
             async with gate:
-                result = await self._triton.transcribe(samples, max_new)
+                result = await self._triton.transcribe(samples, self._budget(samples))
                 return result.text, result.token_ids
 
         # TaskGroup: the first failure (or our cancellation) cancels the other pieces.
@@ -247,11 +246,10 @@ class TranscriptionService:
         again in the audio and both parts transcribed anew (gateway.audio.cue_cutting)."""
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
-        max_new = self._settings.model.asr_max_new_tokens
 
         async def cue(piece: Piece) -> list[tuple[Piece, str, list[int]]]:
             async with gate:
-                result = await self._triton.transcribe(piece.samples, max_new)
+                result = await self._triton.transcribe(piece.samples, self._budget(piece.samples))
             parts = None if fits(result.text, self.cue_layout) else split_cue(speech, piece, options)
             if parts is None:
                 return [(piece, result.text, result.token_ids)]
@@ -273,18 +271,20 @@ class TranscriptionService:
             segments=segments_from([p for p, _, _ in results], texts, [ids for _, _, ids in results]),
         )
 
+    def _budget(self, samples: np.ndarray) -> int:
+        return self._settings.model.asr_budget(samples.size / SAMPLE_RATE)
+
     async def stream(self, audio: PreparedAudio) -> AsyncIterator[str]:
         """Text deltas in order. Pieces run ahead concurrently (bounded); the current
         piece streams live, later ones are buffered until their turn."""
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
-        max_new = self._settings.model.asr_max_new_tokens
         queues: list[asyncio.Queue[str | Exception | None]] = [asyncio.Queue() for _ in audio.pieces]
 
         async def produce(samples: np.ndarray, queue: asyncio.Queue[str | Exception | None]) -> None:
             try:
                 async with gate:
-                    async for fragment in self._triton.transcribe_stream(samples, max_new):
+                    async for fragment in self._triton.transcribe_stream(samples, self._budget(samples)):
                         queue.put_nowait(fragment)
             except Exception as exc:  # handed to the consumer, raised in order
                 queue.put_nowait(exc)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import html
 import io
+import math
 
 import numpy as np
 import pytest
@@ -374,6 +375,15 @@ def test_settings_defaults() -> None:
     assert settings.limits.max_audio_seconds == 7200
     assert settings.limits.piece_seconds == 40
     assert settings.cors.allow_origins == []
+
+
+def test_asr_budget_grows_with_the_audio_up_to_the_cap() -> None:
+    model = Settings().model
+    assert model.asr_budget(0.0) == model.asr_base_new_tokens
+    assert model.asr_budget(2.0) == model.asr_base_new_tokens + math.ceil(2 * model.asr_tokens_per_second)
+    assert model.asr_budget(2.01) > model.asr_budget(2.0)
+    assert model.asr_budget(40.0) == model.asr_max_new_tokens
+
 
 
 def test_readiness_is_cached_then_rechecked() -> None:

@@ -19,18 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from canary_qwen.mel import SAMPLE_RATE
+from gateway.settings import ModelSettings
 from tests.fixtures.audio import Utterance
+from tests.fixtures.audio.speech import read_audio, write_wav
 from tests.fixtures.gateway import MODEL_ID, GatewayProcess, run_gateway, wait_ready
 from tests.fixtures.triton import triton_settings
-from tests.reliability.fake_models import FakeModel, Mode, read_events, write_fake_repository
+from tests.reliability.fake_models import FakeModel, Mode, read_events, read_requests, write_fake_repository
 from tests.reliability.processes import RestartableTriton
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 SLOW_S = 3.0  # how long the slow model takes per request
 STREAM_WORD_S = 0.1  # one streamed word every this many seconds
 MODELS = [
+    FakeModel("quick", Mode.SLOW),
     FakeModel("slow", Mode.SLOW, delay_s=SLOW_S),
     FakeModel("raises", Mode.RAISE, instances=1),
     FakeModel("stream_slow", Mode.STREAM, delay_s=STREAM_WORD_S),
@@ -158,6 +163,41 @@ def test_request_deadline_is_504(fake_triton: FakeTriton, speech: bytes, tmp_pat
         assert error["code"] == "request_timeout"
         # The abandoned Triton call is cancelled too, not left running.
         fake_triton.wait_event("slow", "cancelled", before + 1, timeout=SLOW_S)
+
+
+# ------------------------------------------------------------------ token budget
+
+
+def test_each_piece_asks_a_token_budget_its_audio_can_hold(fake_triton: FakeTriton, utterances: list[Utterance],
+                                                           tmp_path: Path) -> None:
+    """A model that loops stops where the piece's audio could not have said more
+    (ModelSettings.asr_budget): a short clip asks far less than asr_max_new_tokens, a long one
+    the cap; caption cues and streamed pieces ask the same way."""
+    model = ModelSettings()
+    short = utterances[0].path.read_bytes()
+    clips = [read_audio(u.path) for u in utterances]
+    assert len({rate for _, rate in clips}) == 1
+    long = write_wav(tmp_path / "long.wav", np.concatenate([samples for samples, _ in clips] * 3), clips[0][1])
+    with run_gateway(gateway_env(fake_triton, asr_model="quick"), tmp_path / "gateway.log") as gateway:
+        wait_ready(gateway.base_url, timeout=30)
+        for audio in (short, long.read_bytes()):
+            assert transcribe(gateway.base_url, audio).status_code == 200
+        cues = httpx.post(f"{gateway.base_url}{TRANSCRIBE}", data={"model": MODEL_ID, "response_format": "srt"},
+                          files={"file": ("speech.wav", short, "audio/wav")}, timeout=30)
+        assert cues.status_code == 200, cues.text
+        streamed = len(read_requests(fake_triton.events, "stream_slow"))
+        with httpx.stream("POST", f"{gateway.base_url}{TRANSCRIBE}", timeout=30,
+                          data={"model": MODEL_ID, "stream": "true"},
+                          files={"file": ("speech.wav", short, "audio/wav")}) as response:
+            assert any(line.startswith("data: ") for line in response.iter_lines())
+    asked = read_requests(fake_triton.events, "quick")
+    asked_streaming = read_requests(fake_triton.events, "stream_slow")[streamed:]
+    assert len(asked) >= 3 and len(asked_streaming) == 1, (asked, asked_streaming)
+    for samples, budget in asked + asked_streaming:
+        assert budget == model.asr_budget(samples / SAMPLE_RATE), (samples, budget)
+    assert asked[0][1] < model.asr_max_new_tokens // 2  # a few seconds of speech
+    assert max(budget for _, budget in asked[1:-1]) == model.asr_max_new_tokens  # tens of seconds: the cap
+    assert asked_streaming[0] == asked[0]
 
 
 # ------------------------------------------------------------------ client disconnects

@@ -320,7 +320,6 @@ class _Connection:
     async def _texts(self, utterance: Utterance) -> AsyncIterator[str]:
         """Transcript deltas of one utterance; longer than a model piece, or with pauses the model
         wants to end a piece (its `piece_pause_s`): cut at pauses first."""
-        max_new = self.settings.model.asr_max_new_tokens
         pieces = [utterance.samples]
         pause_s = await self.service.facts.piece_pause_s()
         too_long = utterance.samples.size > self.settings.limits.piece_seconds * SAMPLE_RATE
@@ -334,6 +333,7 @@ class _Connection:
         joiner = DeltaJoiner()
         for samples in pieces:
             joiner.start_piece()
+            max_new = self.settings.model.asr_budget(samples.size / SAMPLE_RATE)
             if self.limits.deltas:
                 async for fragment in self.service.triton.transcribe_stream(samples, max_new):
                     if delta := joiner.feed(fragment):

@@ -33,9 +33,15 @@ class TritonPythonModel:
         self.events = params["events_file"]["string_value"]
         self.name = args["model_name"]
 
-    def log(self, what):
+    def log(self, what, request=None):
+        """One line: model, event, time and, for a request, its audio samples and token budget."""
+        asked = ""
+        audio = request and pb_utils.get_input_tensor_by_name(request, "AUDIO")
+        budget = request and pb_utils.get_input_tensor_by_name(request, "MAX_NEW_TOKENS")
+        if audio is not None and budget is not None:
+            asked = f" {audio.as_numpy().shape[-1]} {int(budget.as_numpy().reshape(-1)[0])}"
         with open(self.events, "a") as out:
-            out.write(f"{self.name} {what} {time.time():.3f}\\n")
+            out.write(f"{self.name} {what} {time.time():.3f}{asked}\\n")
 
     def outputs(self, text):
         return pb_utils.InferenceResponse(output_tensors=[
@@ -59,7 +65,7 @@ class TritonPythonModel:
             return None
         responses = []
         for request in requests:
-            self.log("start")
+            self.log("start", request)
             if self.mode == "raise":
                 self.log("error")
                 raise RuntimeError("scripted model failure")
@@ -75,7 +81,7 @@ class TritonPythonModel:
     def stream(self, request):
         """One word every delay_s, 200 at most, until the client cancels."""
         sender = request.get_response_sender()
-        self.log("start")
+        self.log("start", request)
         for _ in range(200):
             if sender.is_cancelled():
                 self.log("cancelled")
@@ -142,3 +148,11 @@ def read_events(events_file: Path) -> list[tuple[str, str]]:
     if not events_file.exists():
         return []
     return [tuple(line.split()[:2]) for line in events_file.read_text().splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def read_requests(events_file: Path, model: str) -> list[tuple[int, int]]:
+    """(audio samples, MAX_NEW_TOKENS) of each request `model` started, in order."""
+    if not events_file.exists():
+        return []
+    fields = [line.split() for line in events_file.read_text().splitlines()]
+    return [(int(f[3]), int(f[4])) for f in fields if len(f) == 5 and f[:2] == [model, "start"]]
