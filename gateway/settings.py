@@ -101,14 +101,14 @@ class ModelSettings(BaseModel):
     asr_base_new_tokens: PositiveInt = Field(
         default=16, description="Tokens every piece may use whatever its length (see `asr_tokens_per_second`)."
     )
-
-    def asr_budget(self, seconds: float) -> int:
-        """Token budget of a piece of `seconds` of audio."""
-        return min(self.asr_max_new_tokens, self.asr_base_new_tokens + math.ceil(self.asr_tokens_per_second * seconds))
     chat_max_new_tokens: PositiveInt = Field(
         default=512,
         description="Default and upper bound of chat answer length (request `max_completion_tokens`/`max_tokens`).",
     )
+
+    def asr_budget(self, seconds: float) -> int:
+        """Token budget of a piece of `seconds` of audio."""
+        return min(self.asr_max_new_tokens, self.asr_base_new_tokens + math.ceil(self.asr_tokens_per_second * seconds))
 
 
 class LimitSettings(BaseModel):
