@@ -149,14 +149,23 @@ class TrainConfig:
     # The embedding rows the LLM loss reads (the corpus's tokens, the prompt, silence) train in
     # stage asr at this share; the rest of the table stays the text stage's, so the shipped file
     # does not grow. From the afternoon's states, 4,000 steps with the base at 0.3: held-out WER
-    # 0.410 with the rows at 0.3, 0.473 without (2026-12-06); not yet measured on a fresh run of
-    # the defaults, so off.
+    # 0.410 with the rows at 0.3, 0.473 without (2026-12-06). On the shipped run's bridge state
+    # (16,000 steps, 2026-12-07): 0.379 against the defaults' 0.374, and LLM mode's repeat
+    # cross-entropy 5.96 against 5.06, so off.
     asr_rows_lr_scale: float = 0.0
     # Stage asr also learns the text stage's LLM-mode sequences with LoRA off (`llm_mode.Replay`:
     # this many a step, the loss at this weight), so training the base and rows for
-    # transcription does not wear LLM mode down; 0 is off. Not yet measured, so off.
+    # transcription does not wear LLM mode down; 0 is off. With the rows at 0.3, on the shipped
+    # run's bridge state (2026-12-07): held-out WER 0.379 (defaults 0.374), LLM mode's repeat
+    # cross-entropy 5.23 (5.06), accuracy 0.425 (0.346); so off.
     asr_replay_weight: float = 0.0
     asr_replay_batch: int = 8
+    # This share of the answer's input tokens (teacher forcing) is swapped for random corpus
+    # tokens, the targets kept, so the reader learns to find its place again after a slip
+    # instead of looping. 0.1 on the afternoon's states, 4,000 steps (a scratch patch,
+    # 2026-12-06): single sentences 0.462 against 0.473, three sentences a clip 0.606 against
+    # 0.664. Off until a run of the defaults measures it.
+    asr_answer_noise: float = 0.0
     # LoRA at r 128 = hidden 128 with alpha 256: one Adam step on B moves q/v by about 20x the
     # rate; at 1e-3 it still learned steadily.
     asr_lora_lr_scale: float = 1.0
@@ -843,7 +852,7 @@ class AsrStage:
         picks, labels = [], []
         for i, target in enumerate(targets):
             n = int(enc_len[i])
-            seq = torch.cat([before, audio[i, :n], after, self._embed(target[:-1])])
+            seq = torch.cat([before, audio[i, :n], after, self._embed(self._misheard(target[:-1], rng))])
             embeds[i, : seq.shape[0]] = seq
             mask[i, : seq.shape[0]] = 1
             first = p + n + len(after) - 1  # this position predicts the first target token
@@ -863,6 +872,15 @@ class AsrStage:
             losses["replay"] = self._replay_ce(step, scored)
             total = total + cfg.asr_replay_weight * losses["replay"]
         return {"loss": total, "ce": ce, **losses, "audio_s": audio_s}
+
+    def _misheard(self, inputs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """The answer's input tokens with `asr_answer_noise` of them swapped for corpus tokens
+        (no draw at 0, so the defaults' random stream is unchanged)."""
+        share = self.config.asr_answer_noise
+        if share <= 0:
+            return inputs
+        swap = torch.rand(len(inputs), generator=rng) < share
+        return torch.where(swap, self.cand[torch.randint(len(self.cand), (len(inputs),), generator=rng)], inputs)
 
     def _replay_ce(self, step: int, scored_table: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the replay's answers with LoRA off, scored against the same rows as
