@@ -9,6 +9,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 
 from bench.corpus import Clip
 from canary_qwen.manifest import SERVED_MODEL_ID as MODEL_ID
+from gateway.settings import ModelSettings
 
 ENSEMBLE = "canary_qwen"
 
@@ -44,16 +45,16 @@ class GatewayClient:
 class TritonEnsembleClient:
     """The `canary_qwen` ensemble straight over gRPC (tritonclient aio), same samples as the gateway."""
 
-    def __init__(self, grpc_url: str, max_new_tokens: int, timeout_s: float) -> None:
+    def __init__(self, grpc_url: str, model: ModelSettings, timeout_s: float) -> None:
         self._client = InferenceServerClient(url=grpc_url)
-        self._max_new = np.array([[max_new_tokens]], dtype=np.int32)
+        self._model = model  # the budget the gateway would ask for the same clip
         self._timeout_s = timeout_s
 
     async def clip(self, clip: Clip) -> int:
         audio = np.ascontiguousarray(clip.samples, dtype=np.float32).reshape(1, -1)
         inputs = [InferInput("AUDIO", list(audio.shape), "FP32"), InferInput("MAX_NEW_TOKENS", [1, 1], "INT32")]
         inputs[0].set_data_from_numpy(audio)
-        inputs[1].set_data_from_numpy(self._max_new)
+        inputs[1].set_data_from_numpy(np.array([[self._model.asr_budget(audio.size)]], dtype=np.int32))
         result = await self._client.infer(ENSEMBLE, inputs, client_timeout=self._timeout_s)
         ids = result.as_numpy("OUTPUT_IDS")
         return 0 if ids is None else int(np.count_nonzero(ids >= 0))

@@ -37,6 +37,7 @@ from bench.servers import Gateway, gateway, triton
 from bench.settings import BenchSettings
 from bench.stats import rtfx
 from bench.sweep import ARMS, Sweep, passes_for, run_sweep
+from gateway.settings import ModelSettings
 from launcher.server import TritonServer
 
 log = logging.getLogger("bench")
@@ -112,7 +113,7 @@ async def _load_phases(
     levels = settings.sweep_levels
     timeout = settings.request_timeout_s
     gateway_client = GatewayClient(gw.base_url, max(max(levels), 4), timeout)
-    triton_client = TritonEnsembleClient(server.grpc_url, settings.max_new_tokens, timeout)
+    triton_client = TritonEnsembleClient(server.grpc_url, ModelSettings(asr_max_new_tokens=settings.max_new_tokens), timeout)
     results: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient(timeout=30.0) as metrics:

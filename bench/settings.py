@@ -80,8 +80,8 @@ class BenchSettings(CommandSettings):
     )
     max_new_tokens: PositiveInt = Field(
         default=32,
-        description="Fixed generation budget per request on both paths (gateway setting and the "
-        "ensemble's MAX_NEW_TOKENS). The tiny model emits noise and usually runs to this limit.",
+        description="Most tokens per request on both paths (the gateway's asr_max_new_tokens; the direct "
+        "path asks what the gateway would, ModelSettings.asr_budget). A trained model stops sooner.",
     )
     concurrency: PositiveInt = Field(
         default=16, description="The headline concurrency: overhead and batching gain are read there."

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, SecretStr, fi
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canary_qwen.manifest import SERVED_MODEL_ID
+from canary_qwen.mel import SAMPLE_RATE
 from gateway.triton_address import DNS_SCHEME, split_host_port
 
 
@@ -90,7 +91,8 @@ class ModelSettings(BaseModel):
     )
     asr_max_new_tokens: PositiveInt = Field(
         default=256,
-        description="Token budget per transcribed piece (40 s of speech is well under 200 tokens).",
+        description="Most tokens any transcribed piece may generate (40 s of speech is well under 200 tokens); "
+        "a shorter piece gets less (`asr_tokens_per_second`).",
     )
     asr_tokens_per_second: PositiveFloat = Field(
         default=12.0,
@@ -106,8 +108,9 @@ class ModelSettings(BaseModel):
         description="Default and upper bound of chat answer length (request `max_completion_tokens`/`max_tokens`).",
     )
 
-    def asr_budget(self, seconds: float) -> int:
-        """Token budget of a piece of `seconds` of audio."""
+    def asr_budget(self, n_samples: int) -> int:
+        """MAX_NEW_TOKENS of a piece of `n_samples` samples at the model's rate."""
+        seconds = n_samples / SAMPLE_RATE
         return min(self.asr_max_new_tokens, self.asr_base_new_tokens + math.ceil(self.asr_tokens_per_second * seconds))
 
 

@@ -223,7 +223,7 @@ class TranscriptionService:
 
         async def one(samples: np.ndarray) -> tuple[str, list[int]]:
             async with gate:
-                result = await self._triton.transcribe(samples, self._budget(samples))
+                result = await self._triton.transcribe(samples, self._settings.model.asr_budget(samples.size))
                 return result.text, result.token_ids
 
         # TaskGroup: the first failure (or our cancellation) cancels the other pieces.
@@ -249,7 +249,7 @@ class TranscriptionService:
 
         async def cue(piece: Piece) -> list[tuple[Piece, str, list[int]]]:
             async with gate:
-                result = await self._triton.transcribe(piece.samples, self._budget(piece.samples))
+                result = await self._triton.transcribe(piece.samples, self._settings.model.asr_budget(piece.samples.size))
             parts = None if fits(result.text, self.cue_layout) else split_cue(speech, piece, options)
             if parts is None:
                 return [(piece, result.text, result.token_ids)]
@@ -271,9 +271,6 @@ class TranscriptionService:
             segments=segments_from([p for p, _, _ in results], texts, [ids for _, _, ids in results]),
         )
 
-    def _budget(self, samples: np.ndarray) -> int:
-        return self._settings.model.asr_budget(samples.size / SAMPLE_RATE)
-
     async def stream(self, audio: PreparedAudio) -> AsyncIterator[str]:
         """Text deltas in order. Pieces run ahead concurrently (bounded); the current
         piece streams live, later ones are buffered until their turn."""
@@ -284,7 +281,7 @@ class TranscriptionService:
         async def produce(samples: np.ndarray, queue: asyncio.Queue[str | Exception | None]) -> None:
             try:
                 async with gate:
-                    async for fragment in self._triton.transcribe_stream(samples, self._budget(samples)):
+                    async for fragment in self._triton.transcribe_stream(samples, self._settings.model.asr_budget(samples.size)):
                         queue.put_nowait(fragment)
             except Exception as exc:  # handed to the consumer, raised in order
                 queue.put_nowait(exc)

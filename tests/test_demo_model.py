@@ -259,6 +259,21 @@ def test_repeat_positions_follow_spoken_tokens() -> None:
     assert repeat_positions([0, 0, 1, 0], spoken) == []
 
 
+def test_misheard_swaps_a_share_of_the_answer_for_corpus_tokens() -> None:
+    import torch
+
+    from export.train.trainer import misheard
+
+    inputs, tokens = torch.arange(1000), torch.tensor([5000, 5001, 5002])
+    rng = torch.Generator().manual_seed(0)
+    assert misheard(inputs, 0.0, tokens, rng) is inputs
+    assert torch.equal(rng.get_state(), torch.Generator().manual_seed(0).get_state())  # no draw at 0
+    out = misheard(inputs, 0.1, tokens, rng)
+    swapped = out != inputs
+    assert 60 <= int(swapped.sum()) <= 140
+    assert set(out[swapped].tolist()) <= set(tokens.tolist())
+
+
 def test_history_keys_repeated_tokens_apart() -> None:
     """A token said twice ("be good, be careful"): the frames after each hold the same token one
     run back, and different ones two runs back, so the base can tell where it is reading."""

@@ -15,6 +15,7 @@ import webvtt
 from fastapi import UploadFile
 from pydantic import SecretStr
 
+from canary_qwen.mel import SAMPLE_RATE
 from gateway.audio import CutOptions, Piece
 from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
@@ -210,6 +211,12 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and parts[0].end == parts[1].start
     assert abs(parts[0].end_s - 4.53) <= 0.011
+    # Equally unlike speech: the quieter wins.
+    continuous.probabilities[int(4.53 * rate) // continuous.frame] = 1.0
+    continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.3 * 10 ** (-70 / 20)
+    parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
+    assert parts is not None and abs(parts[0].end_s - 4.53) <= 0.011
+    continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.0
     # Under 50 dB quieter than the peak is not quiet enough; parts shorter than min_part_s never.
     continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.3 * 10 ** (-45 / 20)
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
@@ -379,11 +386,10 @@ def test_settings_defaults() -> None:
 
 def test_asr_budget_grows_with_the_audio_up_to_the_cap() -> None:
     model = Settings().model
-    assert model.asr_budget(0.0) == model.asr_base_new_tokens
-    assert model.asr_budget(2.0) == model.asr_base_new_tokens + math.ceil(2 * model.asr_tokens_per_second)
-    assert model.asr_budget(2.01) > model.asr_budget(2.0)
-    assert model.asr_budget(40.0) == model.asr_max_new_tokens
-
+    assert model.asr_budget(0) == model.asr_base_new_tokens
+    assert model.asr_budget(2 * SAMPLE_RATE) == model.asr_base_new_tokens + math.ceil(2 * model.asr_tokens_per_second)
+    assert model.asr_budget(2 * SAMPLE_RATE + SAMPLE_RATE // 10) > model.asr_budget(2 * SAMPLE_RATE)
+    assert model.asr_budget(40 * SAMPLE_RATE) == model.asr_max_new_tokens
 
 
 def test_readiness_is_cached_then_rechecked() -> None:

@@ -364,6 +364,15 @@ def blur_edges(embeds: torch.Tensor, sketch: torch.Tensor, share: float, rng: to
     return torch.where(picked[..., None], (1 - weight) * embeds + weight * before, embeds)
 
 
+def misheard(inputs: torch.Tensor, share: float, tokens: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """`inputs` with about `share` of them swapped for random `tokens` (`asr_answer_noise`);
+    no draw at 0, so the defaults' random stream is unchanged."""
+    if share <= 0:
+        return inputs
+    swap = torch.rand(len(inputs), generator=rng) < share
+    return torch.where(swap, tokens[torch.randint(len(tokens), (len(inputs),), generator=rng)], inputs)
+
+
 def repeat_positions(answer: Sequence[int], spoken: Callable[[int], bool]) -> list[int]:
     """Positions in an answer whose lookup needs the second token back: the last spoken token
     before them was spoken earlier in the answer too. Punctuation has no frames, so it neither
@@ -702,6 +711,7 @@ class AsrStage:
         vocab = table.shape[0]
         cand = sorted(set(corpus_ids) | {IM_END_ID})
         self.cand = torch.tensor(cand, dtype=torch.long)
+        self.corpus_tokens = torch.tensor(sorted(set(corpus_ids) - {IM_END_ID}), dtype=torch.long)  # what `misheard` swaps in
         self.where = torch.full((vocab,), -1, dtype=torch.long)
         self.where[self.cand] = torch.arange(len(cand))
         # What a projected frame is read as (stage bridge): a corpus token or silence.
@@ -852,7 +862,7 @@ class AsrStage:
         picks, labels = [], []
         for i, target in enumerate(targets):
             n = int(enc_len[i])
-            seq = torch.cat([before, audio[i, :n], after, self._embed(self._misheard(target[:-1], rng))])
+            seq = torch.cat([before, audio[i, :n], after, self._embed(misheard(target[:-1], cfg.asr_answer_noise, self.corpus_tokens, rng))])
             embeds[i, : seq.shape[0]] = seq
             mask[i, : seq.shape[0]] = 1
             first = p + n + len(after) - 1  # this position predicts the first target token
@@ -872,15 +882,6 @@ class AsrStage:
             losses["replay"] = self._replay_ce(step, scored)
             total = total + cfg.asr_replay_weight * losses["replay"]
         return {"loss": total, "ce": ce, **losses, "audio_s": audio_s}
-
-    def _misheard(self, inputs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        """The answer's input tokens with `asr_answer_noise` of them swapped for corpus tokens
-        (no draw at 0, so the defaults' random stream is unchanged)."""
-        share = self.config.asr_answer_noise
-        if share <= 0:
-            return inputs
-        swap = torch.rand(len(inputs), generator=rng) < share
-        return torch.where(swap, self.cand[torch.randint(len(self.cand), (len(inputs),), generator=rng)], inputs)
 
     def _replay_ce(self, step: int, scored_table: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the replay's answers with LoRA off, scored against the same rows as

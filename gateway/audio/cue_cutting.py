@@ -57,7 +57,7 @@ class CueCutOptions:
     tighten_s: float = 0.3  # how far in from each detected edge quiet audio may be dropped
     quiet_db: float = 35.0  # blocks this far under the cue's loudest are quiet
     keep_s: float = 0.05  # margin kept before the first and after the last loud block
-    split_quiet_db: float = 50.0  # a cue without a pause is cut only where 40 ms are this quiet
+    split_quiet_db: float = 50.0  # a cue without a pause is cut only where _CUT_WINDOW_BLOCKS are this quiet
 
 
 @dataclass(frozen=True)

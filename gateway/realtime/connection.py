@@ -333,7 +333,7 @@ class _Connection:
         joiner = DeltaJoiner()
         for samples in pieces:
             joiner.start_piece()
-            max_new = self.settings.model.asr_budget(samples.size / SAMPLE_RATE)
+            max_new = self.settings.model.asr_budget(samples.size)
             if self.limits.deltas:
                 async for fragment in self.service.triton.transcribe_stream(samples, max_new):
                     if delta := joiner.feed(fragment):
