@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gateway.audio import CutOptions, Piece, SileroVad, SpeechSegment, decode_audio, split_on_pauses
-from gateway.audio.cutting import plan_cuts
+from gateway.audio.cutting import SpeechProbability, plan_cuts
 from tests.fixtures.audio import LongRecording
 from tests.fixtures.audio.speech import read_audio, spoken_speech
 
@@ -79,8 +79,9 @@ def test_silence_and_noise_give_no_pieces(vad: SileroVad) -> None:
     assert split_on_pauses(np.zeros(0, dtype=np.float32), RATE, WINDOW_S, vad=vad) == []
 
 
-def test_speech_without_pauses_is_cut_at_its_quietest_point(utterances, vad: SileroVad) -> None:
-    """Back-to-back speech longer than the window: cut at the lowest energy, never over it."""
+def test_speech_without_pauses_is_cut_in_a_quiet_moment(utterances, vad: SileroVad) -> None:
+    """Back-to-back speech longer than the window: cut where it is least like speech (quieter
+    than the speech around), never over the window."""
     clips = []
     for utterance in utterances[1:]:
         clips.append(spoken_speech(utterance.path))
@@ -181,6 +182,27 @@ def test_plan_cuts_continuous_speech_within_the_window() -> None:
     assert pieces[0][0] == 0 and pieces[-1][1] == 95
     assert all(b - a <= 40 for a, b in pieces)
     assert all(p[1] == q[0] for p, q in zip(pieces, pieces[1:]))  # nothing lost between
+
+
+def test_a_cut_inside_speech_takes_the_moment_least_like_speech() -> None:
+    """Run-on speech longer than the window: the cut falls in the last `fallback_search_s`, in
+    silent 40 ms if there are any, else where the VAD is least sure of speech; never by energy
+    alone, which in fluent speech is often a stop's closure inside a word."""
+    audio = np.full(30 * RATE, 0.3, dtype=np.float32)
+    frame = 512
+    speech = SpeechProbability(np.ones(-(-audio.size // frame), dtype=np.float32), frame)
+    options = CutOptions(edge_pad_s=0.0, fallback_search_s=5.0)
+    speech.values[int(17.5 * RATE) // frame] = 0.1  # the VAD doubts one frame
+    audio[int(16.0 * RATE) : int(16.03 * RATE)] = 0.01  # 30 ms far quieter, but not silent
+    first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options, speech)[0][1] / RATE
+    assert abs(first_cut - 17.5) <= frame / RATE
+    audio[int(19.0 * RATE) : int(19.06 * RATE)] = 0.0  # silent 60 ms win over the doubt
+    first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options, speech)[0][1] / RATE
+    assert abs(first_cut - 19.03) <= 0.011
+    # Without the VAD's probabilities: the quietest window.
+    audio[int(19.0 * RATE) : int(19.06 * RATE)] = 0.3
+    first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options)[0][1] / RATE
+    assert abs(first_cut - 16.02) <= 0.011
 
 
 def test_plan_without_speech_is_empty() -> None:

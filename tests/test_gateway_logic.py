@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from canary_qwen.mel import SAMPLE_RATE
 from gateway.audio import CutOptions, Piece
+from gateway.audio.cutting import SpeechProbability
 from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
@@ -152,7 +153,7 @@ def _speech(spans_s: list[tuple[float, float]], total_s: float, rate: int = 1600
         audio[int(start * rate) : int(end * rate)] = 0.3  # loud where the "speech" is
     segments = [SpeechSegment(int(a * rate), int(b * rate)) for a, b in spans_s]
     frame = 512  # the VAD deems every frame speech
-    return SpeechMap(audio, rate, segments, np.ones(-(-audio.size // frame), dtype=np.float32), frame)
+    return SpeechMap(audio, rate, segments, SpeechProbability(np.ones(-(-audio.size // frame), dtype=np.float32), frame))
 
 
 def test_cues_end_at_pauses_and_hold_only_speech() -> None:
@@ -207,12 +208,12 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     # Two silent 60 ms: the cut is the middle of the one the VAD deems less like speech.
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.0
     continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.0
-    continuous.probabilities[int(4.53 * rate) // continuous.frame] = 0.2
+    continuous.speech.values[int(4.53 * rate) // continuous.speech.frame] = 0.2
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and parts[0].end == parts[1].start
     assert abs(parts[0].end_s - 4.53) <= 0.011
     # Equally unlike speech: the quieter wins.
-    continuous.probabilities[int(4.53 * rate) // continuous.frame] = 1.0
+    continuous.speech.values[int(4.53 * rate) // continuous.speech.frame] = 1.0
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.3 * 10 ** (-70 / 20)
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and abs(parts[0].end_s - 4.53) <= 0.011

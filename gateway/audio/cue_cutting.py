@@ -19,12 +19,13 @@ span its start and end name. Rules:
    its speech starts and ends, not the middle of a pause.
 3. A cue whose text turns out too long for two subtitle lines is cut again (`split_cue`)
    into parts of at least `min_part_s`, and each part is transcribed again. It is cut at its
-   longest inner pause; where the VAD found none, only at 40 ms that are `split_quiet_db`
-   under the cue's loudest 10 ms block, the one the VAD deems least like speech; where no
-   40 ms are that quiet, it is not cut and keeps its long text. The quietest moment of fluent
-   speech is often inside a word (a stop's closure): the benchmark's long recording, 2026-12-07,
-   cut there 20 times in 61 cues, and each part then transcribes half a word. This rule cut
-   inside a word once in 43 cuts and left 18 cues whole.
+   longest inner pause; where the VAD found none, only at 40 ms that are `silent_db` under
+   the cue's loudest 10 ms block, the one the VAD deems least like speech
+   (`cutting.least_speech_like`); where no 40 ms are that quiet, it is not cut and keeps its
+   long text. The quietest moment of fluent speech is often inside a word (a stop's
+   closure): the benchmark's long recording, 2026-12-07, cut there 20 times in 61 cues, and
+   each part then transcribes half a word. This rule cut inside a word once in 43 cuts and
+   left 18 cues whole.
 
 CPU-bound and blocking (VAD over the whole file): async callers run `speech_map` and
 `plan_cues` in a worker thread; `split_cue` only reads one short cue's samples.
@@ -36,11 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.audio.cutting import CutOptions, Piece, plan_cuts
-from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, segments_from_probabilities, shared_vad
+from gateway.audio.cutting import CutOptions, Piece, SpeechProbability, least_speech_like, plan_cuts, score_speech
+from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, shared_vad
 
 _ENERGY_BLOCK_S = 0.01
-_CUT_WINDOW_BLOCKS = 4  # a cut without a pause is judged on 40 ms
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class CueCutOptions:
     tighten_s: float = 0.3  # how far in from each detected edge quiet audio may be dropped
     quiet_db: float = 35.0  # blocks this far under the cue's loudest are quiet
     keep_s: float = 0.05  # margin kept before the first and after the last loud block
-    split_quiet_db: float = 50.0  # a cue without a pause is cut only where _CUT_WINDOW_BLOCKS are this quiet
+    silent_db: float = CutOptions.silent_db  # a cue without a pause is cut again only where 40 ms are this quiet
 
 
 @dataclass(frozen=True)
@@ -67,18 +67,15 @@ class SpeechMap:
     audio: np.ndarray
     sample_rate: int
     segments: list[SpeechSegment]
-    probabilities: np.ndarray  # the VAD's speech probability of each frame of `frame` samples
-    frame: int
+    speech: SpeechProbability
 
 
 def speech_map(
     samples: np.ndarray, sample_rate: int, options: CueCutOptions, *, vad: SileroVad | None = None
 ) -> SpeechMap:
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    vad = vad or shared_vad()
-    probabilities, frame = vad.frame_probabilities(audio, sample_rate), vad.frame_samples(sample_rate)
-    segments = segments_from_probabilities(probabilities, frame, sample_rate, audio.size, options.vad)
-    return SpeechMap(audio, sample_rate, segments, probabilities, frame)
+    speech, segments = score_speech(audio, sample_rate, options.vad, vad or shared_vad())
+    return SpeechMap(audio, sample_rate, segments, speech)
 
 
 def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
@@ -90,8 +87,9 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
         max_pause_s=options.pause_s,
         edge_pad_s=0.0,
         fallback_search_s=min(2.0, options.max_cue_s / 2),
+        silent_db=options.silent_db,
     )
-    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut)
+    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut, speech.speech)
     trimmed = [
         _tightened(speech.audio, span, speech.sample_rate, options)
         for start, end in bounds
@@ -124,7 +122,10 @@ def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[
     if gaps:
         _, left_end, right_start = max(gaps)
     else:
-        cut = _quiet_cut(speech, piece, earliest, latest, options)
+        cut = least_speech_like(
+            speech.audio, (piece.start, piece.end), (earliest, latest), rate, options.silent_db, speech.speech,
+            silent_only=True,
+        )
         if cut is None:
             return None
         left_end = right_start = cut
@@ -185,23 +186,3 @@ def _widened(
 def _piece(speech: SpeechMap, start: int, end: int) -> Piece:
     rate = speech.sample_rate
     return Piece(start_s=start / rate, end_s=end / rate, samples=speech.audio[start:end], start=start, end=end)
-
-
-def _quiet_cut(speech: SpeechMap, piece: Piece, low: int, high: int, options: CueCutOptions) -> int | None:
-    """The middle of the 40 ms (10 ms hop) centred in [low, high] that are `split_quiet_db`
-    under `piece`'s loudest 10 ms block and have the lowest speech probability, the quietest
-    of those on a tie; None where no 40 ms are that quiet (module doc, rule 3)."""
-    block = max(1, int(_ENERGY_BLOCK_S * speech.sample_rate))
-    n_blocks = (piece.end - piece.start) // block
-    if n_blocks < _CUT_WINDOW_BLOCKS:
-        return None
-    energy = np.square(speech.audio[piece.start : piece.start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
-    window = np.convolve(energy, np.full(_CUT_WINDOW_BLOCKS, 1 / _CUT_WINDOW_BLOCKS), mode="valid")
-    middles = piece.start + np.arange(window.size) * block + _CUT_WINDOW_BLOCKS * block // 2
-    quiet = (window <= energy.max() * 10 ** (-options.split_quiet_db / 10)) & (middles >= low) & (middles <= high)
-    candidates = np.flatnonzero(quiet)
-    if candidates.size == 0:
-        return None
-    frames = np.minimum(middles[candidates] // speech.frame, speech.probabilities.size - 1)
-    best = np.lexsort((window[candidates], speech.probabilities[frames]))[0]
-    return int(middles[candidates[best]])

@@ -8,7 +8,11 @@ Rules, in order of preference:
    model sees no long silence to hallucinate on) except `edge_pad_s` on each side; shorter
    pauses are cut in their middle, so neighbouring pieces touch and nothing is lost.
 4. Only speech that runs on longer than a piece without any pause is cut inside speech,
-   at the lowest-energy 20 ms near the window end.
+   near the window end (`fallback_search_s`), at the 40 ms least like speech
+   (`least_speech_like`): among windows `silent_db` under the stretch's loudest 10 ms, else
+   among all, the lowest VAD speech probability, then the lowest energy. Run-on espeak-ng
+   speech (bench wer's held-out clips abutted, 2026-12-07): the quietest 20 ms cut inside a
+   word 20 times in 37 cuts, this rule 4 in 11 (a better cut also needs fewer).
 5. Audio without speech gives no pieces.
 6. Audio that fits in one piece is kept whole as soon as speech shows in its first
    `quick_check_s`: the rest need not be scored. With `quick_check_s` 0 (a model that wants
@@ -26,9 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, shared_vad
+from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, segments_from_probabilities, shared_vad
 
-_ENERGY_BLOCK_S = 0.01  # energy resolution of the fallback cut
+_ENERGY_BLOCK_S = 0.01  # energy resolution of a cut inside speech
+_CUT_WINDOW_BLOCKS = 4  # a cut inside speech is judged on 40 ms
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,22 @@ class CutOptions:
     vad: VadOptions = field(default_factory=VadOptions)
     max_pause_s: float = 3.0  # a longer pause always ends a piece; its silence is dropped
     lookback_fraction: float = 0.5  # cut at the longest pause in this last part of the window
-    fallback_search_s: float = 5.0  # continuous speech: lowest-energy point in this last stretch
+    fallback_search_s: float = 5.0  # continuous speech: cut in this last stretch of the window (rule 4)
     edge_pad_s: float = 0.3  # silence kept before and after speech where a long pause is dropped
     quick_check_s: float = 2.0  # audio that fits one piece is whole once speech shows in this prefix (0: never)
+    silent_db: float = 50.0  # 40 ms this far under the loudest 10 ms are silent: a cut inside speech prefers them
+
+
+@dataclass(frozen=True)
+class SpeechProbability:
+    """The VAD's speech probability of each frame of `frame` samples."""
+
+    values: np.ndarray
+    frame: int
+
+    def at(self, samples: np.ndarray) -> np.ndarray:
+        """Probability of the frames holding these sample indices."""
+        return self.values[np.minimum(samples // self.frame, self.values.size - 1)]
 
 
 def has_speech(samples: np.ndarray, sample_rate: int, *, vad: SileroVad | None = None) -> bool:
@@ -83,8 +101,8 @@ def split_on_pauses(
         # One piece either way, and speech is certain: scoring the rest would change nothing
         # but the trimmed edges, and VAD is most of the gateway's CPU on short requests.
         return [Piece(start_s=0.0, end_s=audio.size / sample_rate, samples=audio, start=0, end=audio.size)]
-    segments = detector.speech_segments(audio, sample_rate, opts.vad)
-    bounds = plan_cuts(audio, segments, sample_rate, max_piece_seconds, opts)
+    speech, segments = score_speech(audio, sample_rate, opts.vad, detector)
+    bounds = plan_cuts(audio, segments, sample_rate, max_piece_seconds, opts, speech)
     return [
         Piece(
             start_s=start / sample_rate,
@@ -97,14 +115,24 @@ def split_on_pauses(
     ]
 
 
+def score_speech(
+    audio: np.ndarray, sample_rate: int, options: VadOptions, vad: SileroVad
+) -> tuple[SpeechProbability, list[SpeechSegment]]:
+    """The VAD's frame probabilities and the speech segments they give."""
+    speech = SpeechProbability(vad.frame_probabilities(audio, sample_rate), vad.frame_samples(sample_rate))
+    return speech, segments_from_probabilities(speech.values, speech.frame, sample_rate, audio.size, options)
+
+
 def plan_cuts(
     audio: np.ndarray,
     segments: list[SpeechSegment],
     sample_rate: int,
     max_piece_seconds: float,
     opts: CutOptions,
+    speech: SpeechProbability | None = None,
 ) -> list[tuple[int, int]]:
-    """Piece boundaries (start, end) in samples from speech segments (pure logic)."""
+    """Piece boundaries (start, end) in samples from speech segments (pure logic); `speech`
+    ranks cuts inside speech (rule 4; without it, by energy alone)."""
     limit = int(max_piece_seconds * sample_rate)
     max_pause = opts.max_pause_s * sample_rate
     lookback = opts.lookback_fraction * limit
@@ -116,8 +144,14 @@ def plan_cuts(
     while i < len(spans):
         seg_end = spans[i][1]
         if seg_end - start > limit:
-            # Speech with no pause for a whole window: cut at its quietest moment.
-            cut = _quietest_point(audio, start, limit, opts.fallback_search_s, sample_rate)
+            # Speech with no pause for a whole window: cut where it is least like speech.
+            window_end = start + limit
+            search_start = max(start + 1, window_end - min(int(opts.fallback_search_s * sample_rate), limit // 2))
+            cut = least_speech_like(
+                audio, (search_start, window_end), (search_start, window_end), sample_rate, opts.silent_db, speech,
+                silent_only=False,
+            )
+            cut = window_end if cut is None else cut
             pieces.append((start, cut))
             spans[i] = (cut, seg_end)  # the rest of this segment starts the next piece
             start = cut
@@ -166,18 +200,36 @@ def _best_pause(spans: list[tuple[int, int]], first: int, last: int, earliest: f
     return best
 
 
-def _quietest_point(
-    audio: np.ndarray, start: int, limit: int, search_s: float, sample_rate: int
-) -> int:
-    """Sample index of the lowest-energy 20 ms in the last `search_s` of the window."""
+def least_speech_like(
+    audio: np.ndarray,
+    span: tuple[int, int],
+    allowed: tuple[int, int],
+    sample_rate: int,
+    silent_db: float,
+    speech: SpeechProbability | None,
+    *,
+    silent_only: bool,
+) -> int | None:
+    """Where to cut inside speech: the middle of the 40 ms window (10 ms hop, inside `span`,
+    its middle within `allowed`) with the lowest speech probability, then the lowest energy,
+    among the windows `silent_db` under `span`'s loudest 10 ms block, or where none is that
+    quiet, among all of them; with `silent_only`, None then. None also when `span` is
+    shorter than a window."""
     block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
-    window_end = start + limit
-    search_start = max(start + 1, window_end - min(int(search_s * sample_rate), limit // 2))
-    stretch = audio[search_start:window_end]
-    n_blocks = stretch.size // block
-    if n_blocks < 2:
-        return window_end
-    energy = np.square(stretch[: n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
-    paired = energy[:-1] + energy[1:]  # 20 ms windows, 10 ms hop
-    quietest = int(np.argmin(paired))
-    return search_start + (quietest + 1) * block  # the middle of the quietest 20 ms
+    start, end = span
+    n_blocks = (end - start) // block
+    if n_blocks < _CUT_WINDOW_BLOCKS:
+        return None
+    energy = np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
+    window = np.convolve(energy, np.full(_CUT_WINDOW_BLOCKS, 1 / _CUT_WINDOW_BLOCKS), mode="valid")
+    middles = start + np.arange(window.size) * block + _CUT_WINDOW_BLOCKS * block // 2
+    inside = (middles >= allowed[0]) & (middles <= allowed[1])
+    candidates = np.flatnonzero(inside & (window <= energy.max() * 10 ** (-silent_db / 10)))
+    if candidates.size == 0:
+        if silent_only:
+            return None
+        candidates = np.flatnonzero(inside)
+        if candidates.size == 0:
+            return None
+    probability = speech.at(middles[candidates]) if speech is not None else np.zeros(candidates.size)
+    return int(middles[candidates[np.lexsort((window[candidates], probability))[0]]])
