@@ -208,12 +208,12 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     # Two silent 60 ms: the cut is the middle of the one the VAD deems less like speech.
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.0
     continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.0
-    continuous.speech.values[int(4.53 * rate) // continuous.speech.frame] = 0.2
+    continuous.probability.values[int(4.53 * rate) // continuous.probability.frame] = 0.2
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and parts[0].end == parts[1].start
     assert abs(parts[0].end_s - 4.53) <= 0.011
     # Equally unlike speech: the quieter wins.
-    continuous.speech.values[int(4.53 * rate) // continuous.speech.frame] = 1.0
+    continuous.probability.values[int(4.53 * rate) // continuous.probability.frame] = 1.0
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.3 * 10 ** (-70 / 20)
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and abs(parts[0].end_s - 4.53) <= 0.011

@@ -67,7 +67,7 @@ class SpeechMap:
     audio: np.ndarray
     sample_rate: int
     segments: list[SpeechSegment]
-    speech: SpeechProbability
+    probability: SpeechProbability  # the VAD's, from the pass that found `segments`
 
 
 def speech_map(
@@ -89,7 +89,7 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
         fallback_search_s=min(2.0, options.max_cue_s / 2),
         silent_db=options.silent_db,
     )
-    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut, speech.speech)
+    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut, speech.probability)
     trimmed = [
         _tightened(speech.audio, span, speech.sample_rate, options)
         for start, end in bounds
@@ -123,7 +123,7 @@ def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[
         _, left_end, right_start = max(gaps)
     else:
         cut = least_speech_like(
-            speech.audio, (piece.start, piece.end), (earliest, latest), rate, options.silent_db, speech.speech,
+            speech.audio, (piece.start, piece.end), (earliest, latest), rate, options.silent_db, speech.probability,
             silent_only=True,
         )
         if cut is None:
