@@ -164,7 +164,8 @@ class TrainConfig:
     # tokens, the targets kept, so the reader learns to find its place again after a slip
     # instead of looping. 0.1 on the afternoon's states, 4,000 steps (a scratch patch,
     # 2026-12-06): single sentences 0.462 against 0.473, three sentences a clip 0.606 against
-    # 0.664. Off until a run of the defaults measures it.
+    # 0.664. With the defaults, 16,000 steps from the shipped run's bridge state (2026-12-07):
+    # 0.433 against 0.374, three sentences 0.754 against 0.681; so off.
     asr_answer_noise: float = 0.0
     # LoRA at r 128 = hidden 128 with alpha 256: one Adam step on B moves q/v by about 20x the
     # rate; at 1e-3 it still learned steadily.
