@@ -220,10 +220,11 @@ class TranscriptionService:
             return await self._transcribe_cues(audio, audio.speech, audio.cue_options)
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        budget = self._settings.model.asr_budget
 
         async def one(samples: np.ndarray) -> tuple[str, list[int]]:
             async with gate:
-                result = await self._triton.transcribe(samples, self._settings.model.asr_budget(samples.size))
+                result = await self._triton.transcribe(samples, budget(samples.size))
                 return result.text, result.token_ids
 
         # TaskGroup: the first failure (or our cancellation) cancels the other pieces.
@@ -246,10 +247,11 @@ class TranscriptionService:
         again in the audio and both parts transcribed anew (gateway.audio.cue_cutting)."""
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        budget = self._settings.model.asr_budget
 
         async def cue(piece: Piece) -> list[tuple[Piece, str, list[int]]]:
             async with gate:
-                result = await self._triton.transcribe(piece.samples, self._settings.model.asr_budget(piece.samples.size))
+                result = await self._triton.transcribe(piece.samples, budget(piece.samples.size))
             parts = None if fits(result.text, self.cue_layout) else split_cue(speech, piece, options)
             if parts is None:
                 return [(piece, result.text, result.token_ids)]
@@ -276,12 +278,13 @@ class TranscriptionService:
         piece streams live, later ones are buffered until their turn."""
         started = time.perf_counter()
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
+        budget = self._settings.model.asr_budget
         queues: list[asyncio.Queue[str | Exception | None]] = [asyncio.Queue() for _ in audio.pieces]
 
         async def produce(samples: np.ndarray, queue: asyncio.Queue[str | Exception | None]) -> None:
             try:
                 async with gate:
-                    async for fragment in self._triton.transcribe_stream(samples, self._settings.model.asr_budget(samples.size)):
+                    async for fragment in self._triton.transcribe_stream(samples, budget(samples.size)):
                         queue.put_nowait(fragment)
             except Exception as exc:  # handed to the consumer, raised in order
                 queue.put_nowait(exc)

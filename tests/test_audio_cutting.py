@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from gateway.audio import CutOptions, Piece, SileroVad, SpeechSegment, decode_audio, split_on_pauses
-from gateway.audio.cutting import SpeechProbability, plan_cuts
+from gateway.audio.cutting import plan_cuts
+from gateway.audio.vad import SpeechProbability
 from tests.fixtures.audio import LongRecording
 from tests.fixtures.audio.speech import read_audio, spoken_speech
 

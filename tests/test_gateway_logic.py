@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from canary_qwen.mel import SAMPLE_RATE
 from gateway.audio import CutOptions, Piece
-from gateway.audio.cutting import SpeechProbability
+from gateway.audio.vad import SpeechProbability
 from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment

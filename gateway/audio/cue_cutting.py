@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.audio.cutting import CutOptions, Piece, SpeechProbability, least_speech_like, plan_cuts, score_speech
-from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, shared_vad
+from gateway.audio.cutting import CutOptions, Piece, block_energy, energy_block, least_speech_like, plan_cuts
+from gateway.audio.vad import SileroVad, SpeechProbability, SpeechSegment, VadOptions, shared_vad
 
-_ENERGY_BLOCK_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def speech_map(
     samples: np.ndarray, sample_rate: int, options: CueCutOptions, *, vad: SileroVad | None = None
 ) -> SpeechMap:
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    speech, segments = score_speech(audio, sample_rate, options.vad, vad or shared_vad())
+    speech, segments = (vad or shared_vad()).speech_scores(audio, sample_rate, options.vad)
     return SpeechMap(audio, sample_rate, segments, speech)
 
 
@@ -145,11 +144,10 @@ def _speech_span(segments: list[SpeechSegment], start: int, end: int) -> tuple[i
 def _tightened(audio: np.ndarray, span: tuple[int, int], sample_rate: int, options: CueCutOptions) -> tuple[int, int]:
     """`span` without the quiet audio at its edges (module doc, rule 2)."""
     start, end = span
-    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
-    n_blocks = (end - start) // block
-    if n_blocks < 3:
+    block = energy_block(sample_rate)
+    energy = block_energy(audio, start, end, sample_rate)
+    if energy.size < 3:
         return span
-    energy = np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
     loud = np.flatnonzero(energy >= energy.max() * 10 ** (-options.quiet_db / 10))
     reach, keep = int(options.tighten_s * sample_rate), int(options.keep_s * sample_rate)
     first, last = start + int(loud[0]) * block, start + (int(loud[-1]) + 1) * block
@@ -166,11 +164,11 @@ def _widened(
     start, end = span
     longest = int(options.max_cue_s * sample_rate)
     low = max(bounds[0], end - longest)
-    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
-    n_blocks = (end - start) // block
-    if n_blocks < 1:
+    block = energy_block(sample_rate)
+    energy = block_energy(audio, start, end, sample_rate)
+    if energy.size < 1:
         return span
-    loudest = float(np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1).max())
+    loudest = float(energy.max())
     quiet = loudest * 10 ** (-options.quiet_db / 10)
     keep = int(options.keep_s * sample_rate)
     new_start, new_end = start, end

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.audio.vad import SileroVad, SpeechSegment, VadOptions, segments_from_probabilities, shared_vad
+from gateway.audio.vad import SileroVad, SpeechProbability, SpeechSegment, VadOptions, shared_vad
 
-_ENERGY_BLOCK_S = 0.01  # energy resolution of a cut inside speech
+ENERGY_BLOCK_S = 0.01  # energy resolution of cuts inside speech and of cue edges
 _CUT_WINDOW_BLOCKS = 4  # a cut inside speech is judged on 40 ms
 
 
@@ -64,18 +64,6 @@ class CutOptions:
     silent_db: float = 50.0  # 40 ms this far under the loudest 10 ms are silent: a cut inside speech prefers them
 
 
-@dataclass(frozen=True)
-class SpeechProbability:
-    """The VAD's speech probability of each frame of `frame` samples."""
-
-    values: np.ndarray
-    frame: int
-
-    def at(self, samples: np.ndarray) -> np.ndarray:
-        """Probability of the frames holding these sample indices."""
-        return self.values[np.minimum(samples // self.frame, self.values.size - 1)]
-
-
 def has_speech(samples: np.ndarray, sample_rate: int, *, vad: SileroVad | None = None) -> bool:
     """Whether the audio holds any speech (False for silence, noise, music)."""
     return bool((vad or shared_vad()).speech_segments(samples, sample_rate))
@@ -101,7 +89,7 @@ def split_on_pauses(
         # One piece either way, and speech is certain: scoring the rest would change nothing
         # but the trimmed edges, and VAD is most of the gateway's CPU on short requests.
         return [Piece(start_s=0.0, end_s=audio.size / sample_rate, samples=audio, start=0, end=audio.size)]
-    speech, segments = score_speech(audio, sample_rate, opts.vad, detector)
+    speech, segments = detector.speech_scores(audio, sample_rate, opts.vad)
     bounds = plan_cuts(audio, segments, sample_rate, max_piece_seconds, opts, speech)
     return [
         Piece(
@@ -113,14 +101,6 @@ def split_on_pauses(
         )
         for start, end in bounds
     ]
-
-
-def score_speech(
-    audio: np.ndarray, sample_rate: int, options: VadOptions, vad: SileroVad
-) -> tuple[SpeechProbability, list[SpeechSegment]]:
-    """The VAD's frame probabilities and the speech segments they give."""
-    speech = SpeechProbability(vad.frame_probabilities(audio, sample_rate), vad.frame_samples(sample_rate))
-    return speech, segments_from_probabilities(speech.values, speech.frame, sample_rate, audio.size, options)
 
 
 def plan_cuts(
@@ -200,6 +180,18 @@ def _best_pause(spans: list[tuple[int, int]], first: int, last: int, earliest: f
     return best
 
 
+def energy_block(sample_rate: int) -> int:
+    """Samples in one `ENERGY_BLOCK_S` block."""
+    return max(1, int(ENERGY_BLOCK_S * sample_rate))
+
+
+def block_energy(audio: np.ndarray, start: int, end: int, sample_rate: int) -> np.ndarray:
+    """Mean square of each whole block of audio[start:end]."""
+    block = energy_block(sample_rate)
+    n_blocks = max(0, (end - start) // block)
+    return np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
+
+
 def least_speech_like(
     audio: np.ndarray,
     span: tuple[int, int],
@@ -215,12 +207,11 @@ def least_speech_like(
     among the windows `silent_db` under `span`'s loudest 10 ms block, or where none is that
     quiet, among all of them; with `silent_only`, None then. None also when `span` is
     shorter than a window."""
-    block = max(1, int(_ENERGY_BLOCK_S * sample_rate))
+    block = energy_block(sample_rate)
     start, end = span
-    n_blocks = (end - start) // block
-    if n_blocks < _CUT_WINDOW_BLOCKS:
+    energy = block_energy(audio, start, end, sample_rate)
+    if energy.size < _CUT_WINDOW_BLOCKS:
         return None
-    energy = np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
     window = np.convolve(energy, np.full(_CUT_WINDOW_BLOCKS, 1 / _CUT_WINDOW_BLOCKS), mode="valid")
     middles = start + np.arange(window.size) * block + _CUT_WINDOW_BLOCKS * block // 2
     inside = (middles >= allowed[0]) & (middles <= allowed[1])

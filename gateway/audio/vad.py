@@ -69,6 +69,18 @@ class VadOptions:
     speech_pad_s: float = 0.1  # added on both sides of each segment, so word edges survive
 
 
+@dataclass(frozen=True)
+class SpeechProbability:
+    """The VAD's speech probability of each frame of `frame` samples."""
+
+    values: np.ndarray
+    frame: int
+
+    def at(self, samples: np.ndarray) -> np.ndarray:
+        """Probability of the frames holding these sample indices."""
+        return self.values[np.minimum(samples // self.frame, self.values.size - 1)]
+
+
 class SileroVad:
     """Thread-safe wrapper around one onnxruntime session of the silero model."""
 
@@ -159,10 +171,17 @@ class SileroVad:
         self, samples: np.ndarray, sample_rate: int, options: VadOptions | None = None
     ) -> list[SpeechSegment]:
         """Speech stretches in samples; an empty list means silence, noise or music."""
-        probs = self.frame_probabilities(samples, sample_rate)
-        return segments_from_probabilities(
-            probs, self.frame_samples(sample_rate), sample_rate, len(samples), options or VadOptions()
+        return self.speech_scores(samples, sample_rate, options)[1]
+
+    def speech_scores(
+        self, samples: np.ndarray, sample_rate: int, options: VadOptions | None = None
+    ) -> tuple[SpeechProbability, list[SpeechSegment]]:
+        """Each frame's speech probability and the speech stretches they give (`speech_segments`)."""
+        speech = SpeechProbability(self.frame_probabilities(samples, sample_rate), self.frame_samples(sample_rate))
+        segments = segments_from_probabilities(
+            speech.values, speech.frame, sample_rate, len(samples), options or VadOptions()
         )
+        return speech, segments
 
 
 def segments_from_probabilities(
