@@ -15,7 +15,10 @@ gateway as 16 kHz WAV:
   `verbose_json` gives it (caption-sized cues, most of them one clip: `long_wer_cues`), and every edge of the verbose_json segments and the SRT/VTT cues
   checked against the words' audible extents (espeak-ng's word timings, cut to where the
   word's samples are loud): an edge there is inside a word, an edge in a pause between words
-  (a clip's, or one at a comma) is not.
+  (a clip's, or one at a comma) is not;
+- the same long recording over pink background noise (`--noise-snr-db` under its speech): espeak
+  pauses are digital silence, a real room or line is not, and cutting that judges silence on
+  the speech's peak alone finds none there. Its `json` and `verbose_json` WER and its edges.
 
 Normalisation: canary_qwen.wer (lower case, punctuation dropped). The section goes into
 bench/results/latest.json under "wer". These figures say the pipeline gets words right on
@@ -60,6 +63,9 @@ class WerSettings(CommandSettings):
     long_minutes: PositiveFloat = Field(default=6.0, description="Length of the long recording.")
     concurrency: PositiveInt = Field(default=8, description="Requests in flight.")
     seed: int = Field(default=3, description="Which sentences and pauses.")
+    noise_snr_db: float = Field(
+        default=25.0, description="Pink background noise of the noisy long recording, in dB under its speech's power."
+    )
 
 
 LOUD = 0.01  # a sample above this (full scale 1) is sound: espeak-ng's pauses are silent
@@ -98,6 +104,25 @@ def audible_words(samples: np.ndarray, spans: list[tuple[float, float]]) -> tupl
         if loud.size:
             out.append(((a + loud[0]) / SAMPLE_RATE, (a + loud[-1] + 1) / SAMPLE_RATE))
     return tuple(out)
+
+
+# Microphones and their preamps roll off under about this. Pink noise that went on down to a
+# few millihertz put most of its power in a slow drift no recording has.
+NOISE_LOW_HZ = 50.0
+
+
+def with_background(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """`samples` over pink noise (power falling 3 dB an octave, like a room's hum and hiss) from
+    NOISE_LOW_HZ up, `snr_db` under the power of their sound (the samples above LOUD)."""
+    rng = np.random.default_rng(seed)
+    spectrum = rng.standard_normal(samples.size // 2 + 1) + 1j * rng.standard_normal(samples.size // 2 + 1)
+    low = int(NOISE_LOW_HZ * samples.size / SAMPLE_RATE)  # the first bin at NOISE_LOW_HZ
+    spectrum[:low] = 0
+    spectrum[low:] /= np.sqrt(np.arange(low, spectrum.size))
+    noise = np.fft.irfft(spectrum, samples.size)
+    speech_power = float(np.mean(np.square(samples[np.abs(samples) > LOUD])))
+    noise *= np.sqrt(speech_power / 10 ** (snr_db / 10) / np.mean(np.square(noise)))
+    return np.clip(samples + noise, -1, 1).astype(np.float32)
 
 
 def wav_bytes(samples: np.ndarray) -> bytes:
@@ -193,7 +218,19 @@ async def _transcribe_stream(client: httpx.AsyncClient, wav: bytes) -> str:
     return str(done)
 
 
-async def _measure(base_url: str, clips: list[Clip], long: LongRecording, concurrency: int) -> dict[str, Any]:
+async def _timed_formats(client: httpx.AsyncClient, wav: bytes) -> dict[str, Any]:
+    """The recording as json (cut as the model asks), verbose_json, SRT and VTT."""
+    return {
+        "json": await _transcribe(client, wav),
+        "verbose": json.loads(await _transcribe(client, wav, "verbose_json")),  # caption-sized cues
+        "srt": await _transcribe(client, wav, "srt"),
+        "vtt": await _transcribe(client, wav, "vtt"),
+    }
+
+
+async def _measure(
+    base_url: str, clips: list[Clip], long: LongRecording, noisy: np.ndarray, concurrency: int
+) -> dict[str, Any]:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=1800.0) as client:
 
@@ -204,13 +241,26 @@ async def _measure(base_url: str, clips: list[Clip], long: LongRecording, concur
 
         pairs = await asyncio.gather(*(both(c) for c in clips))
         long_wav = wav_bytes(long.samples)
-        pieces = await _transcribe(client, long_wav)  # json: cut as the model asks
+        clean = await _timed_formats(client, long_wav)
         long_pieces = await _transcribe(client, long_wav, chunking=LONG_PIECES)
-        verbose = json.loads(await _transcribe(client, long_wav, "verbose_json"))  # caption-sized cues
-        srt_body = await _transcribe(client, long_wav, "srt")
-        vtt_body = await _transcribe(client, long_wav, "vtt")
+        noisy_formats = await _timed_formats(client, wav_bytes(noisy))
+    return {"pairs": pairs, "long": clean, "long_pieces": long_pieces, "noisy": noisy_formats}
+
+
+def _edges(formats: dict[str, Any], words: list[tuple[float, float]]) -> dict[str, int]:
+    """verbose_json segment edges and SRT/VTT cue edges inside a word."""
+    segment_edges = [t for s in formats["verbose"].get("segments", []) for t in (s["start"], s["end"])]
+    srt_edges = [t for c in srt.parse(formats["srt"]) for t in (c.start.total_seconds(), c.end.total_seconds())]
+    # Not `start_in_seconds`: webvtt-py 0.6 gives whole seconds there.
+    vtt_edges = [
+        t.in_milliseconds() / 1000 for c in webvtt.from_buffer(io.StringIO(formats["vtt"])) for t in (c.start_time, c.end_time)
+    ]
     return {
-        "pairs": pairs, "long_json": pieces, "long_pieces": long_pieces, "verbose": verbose, "srt": srt_body, "vtt": vtt_body
+        "segments": len(formats["verbose"].get("segments", [])),
+        "segment_edges_inside_speech": edges_inside_speech(segment_edges, words),
+        "srt_cues": len(srt_edges) // 2,
+        "srt_edges_inside_speech": edges_inside_speech(srt_edges, words),
+        "vtt_edges_inside_speech": edges_inside_speech(vtt_edges, words),
     }
 
 
@@ -226,14 +276,8 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         per_voice[voice] = round(word_error_rate([clips[i].text for i in idx], [texts[i] for i in idx]), 4)
     held = [i for i, c in enumerate(clips) if c.voice != REFERENCE_VOICE]
     short_wer = word_error_rate([clips[i].text for i in held], [texts[i] for i in held])
-    verbose = measured["verbose"]
-    long_wer = word_error_rate([long.text], [measured["long_json"]])
-    segment_edges = [t for s in verbose.get("segments", []) for t in (s["start"], s["end"])]
-    srt_edges = [t for c in srt.parse(measured["srt"]) for t in (c.start.total_seconds(), c.end.total_seconds())]
-    # Not `start_in_seconds`: webvtt-py 0.6 gives whole seconds there.
-    vtt_edges = [
-        t.in_milliseconds() / 1000 for c in webvtt.from_buffer(io.StringIO(measured["vtt"])) for t in (c.start_time, c.end_time)
-    ]
+    clean, noisy = measured["long"], measured["noisy"]
+    long_wer = word_error_rate([long.text], [clean["json"]])
     mismatched = [i for i in range(len(clips)) if texts[i].strip() != streamed[i].strip()]
     return {
         "short_wer_held_out_voices": round(short_wer, 4),
@@ -245,14 +289,13 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         "long_wer": round(long_wer, 4),
         "long_minus_short_wer_points": round(100 * (long_wer - short_wer), 2),
         "long_wer_long_pieces": round(word_error_rate([long.text], [measured["long_pieces"]]), 4),
-        "long_wer_cues": round(word_error_rate([long.text], [verbose["text"]]), 4),
+        "long_wer_cues": round(word_error_rate([long.text], [clean["verbose"]["text"]]), 4),
         "long_reference_words": len(normalize(long.text).split()),
-        "long_hypothesis_words": len(normalize(measured["long_json"]).split()),
-        "segments": len(verbose.get("segments", [])),
-        "segment_edges_inside_speech": edges_inside_speech(segment_edges, long.words),
-        "srt_cues": len(srt_edges) // 2,
-        "srt_edges_inside_speech": edges_inside_speech(srt_edges, long.words),
-        "vtt_edges_inside_speech": edges_inside_speech(vtt_edges, long.words),
+        "long_hypothesis_words": len(normalize(clean["json"]).split()),
+        **_edges(clean, long.words),
+        "noisy_long_wer": round(word_error_rate([long.text], [noisy["json"]]), 4),
+        "noisy_long_wer_cues": round(word_error_rate([long.text], [noisy["verbose"]["text"]]), 4),
+        **{f"noisy_{key}": value for key, value in _edges(noisy, long.words).items()},
         "examples": [{"voice": clips[i].voice, "ref": clips[i].text, "hyp": texts[i]} for i in held[:: max(1, len(held) // 6)]],
     }
 
@@ -264,21 +307,26 @@ def targets() -> list[report.Target]:
         report.Target("segment_edges_inside_speech", "<=", 0),
         report.Target("srt_edges_inside_speech", "<=", 0),
         report.Target("vtt_edges_inside_speech", "<=", 0),
+        report.Target("noisy_segment_edges_inside_speech", "<=", 0),
+        report.Target("noisy_srt_edges_inside_speech", "<=", 0),
+        report.Target("noisy_vtt_edges_inside_speech", "<=", 0),
     ]
 
 
 def run(settings: WerSettings) -> dict[str, Any]:
     clips = short_clips(settings)
     long = long_recording(clips, settings.long_minutes, settings.seed)
+    noisy = with_background(long.samples, settings.noise_snr_db, settings.seed)
     log.info("wer: %d short clips, a %.0f s recording", len(clips), long.samples.size / SAMPLE_RATE)
     work = settings.cache_dir
     with triton(settings.repository_dir, work / "logs" / "wer-tritonserver.log", settings.ready_timeout_s) as server:
         env = {"GATEWAY_TRITON__URL": server.grpc_url, "GATEWAY_LOG_LEVEL": "warning"}
         with gateway(env, work / "logs" / "wer-gateway.log") as gw:
-            measured = asyncio.run(_measure(gw.base_url, clips, long, settings.concurrency))
+            measured = asyncio.run(_measure(gw.base_url, clips, long, noisy, settings.concurrency))
     section = figures(clips, long, measured)
     section["stream_equals_nonstream_all"] = section["stream_equals_nonstream"] == len(clips)
     section["normalisation"] = "canary_qwen.wer.normalize: lower case, punctuation dropped"
+    section["noise_snr_db"] = settings.noise_snr_db
     section["targets"] = {t.key: report.check(t, section.get(t.key)) for t in targets()}
     return section
 

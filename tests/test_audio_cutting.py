@@ -187,8 +187,9 @@ def test_plan_cuts_continuous_speech_within_the_window() -> None:
 
 def test_a_cut_inside_speech_takes_the_moment_least_like_speech() -> None:
     """Run-on speech longer than the window: the cut falls in the last `fallback_search_s`, in
-    silent 40 ms if there are any, else where the VAD is least sure of speech; never by energy
-    alone, which in fluent speech is often a stop's closure inside a word."""
+    silent 40 ms if there are any (quiet, and the VAD's probability under its line for speech
+    ending), else where the VAD is least sure of speech; never by energy alone, which in
+    fluent speech is often a stop's closure inside a word."""
     audio = np.full(30 * RATE, 0.3, dtype=np.float32)
     frame = 512
     speech = SpeechProbability(np.ones(-(-audio.size // frame), dtype=np.float32), frame)
@@ -197,9 +198,12 @@ def test_a_cut_inside_speech_takes_the_moment_least_like_speech() -> None:
     audio[int(16.0 * RATE) : int(16.03 * RATE)] = 0.01  # 30 ms far quieter, but not silent
     first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options, speech)[0][1] / RATE
     assert abs(first_cut - 17.5) <= frame / RATE
-    audio[int(19.0 * RATE) : int(19.06 * RATE)] = 0.0  # silent 60 ms win over the doubt
+    audio[int(19.0 * RATE) : int(19.06 * RATE)] = 0.0  # 60 ms of digital silence the VAD hears as speech
     first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options, speech)[0][1] / RATE
-    assert abs(first_cut - 19.03) <= 0.011
+    assert abs(first_cut - 17.5) <= frame / RATE
+    speech.values[int(19.0 * RATE) // frame : int(19.06 * RATE) // frame + 1] = 0.3  # under neg_threshold 0.35
+    first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options, speech)[0][1] / RATE
+    assert abs(first_cut - 19.03) <= 0.011  # silent 60 ms win over the deeper doubt
     # Without the VAD's probabilities: the quietest window.
     audio[int(19.0 * RATE) : int(19.06 * RATE)] = 0.3
     first_cut = plan_cuts(audio, [SpeechSegment(0, audio.size)], RATE, 20.0, options)[0][1] / RATE

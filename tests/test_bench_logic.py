@@ -432,15 +432,41 @@ def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
     srt_body = "".join(f"{k + 1}\n{stamp(a, ',')} --> {stamp(b, ',')}\npass the word\n\n" for k, (a, b) in enumerate(cues))
     vtt_body = "WEBVTT\n\n" + "".join(f"{stamp(a, '.')} --> {stamp(b, '.')}\npass the word\n\n" for a, b in cues)
     verbose = {"text": "pass the word pass the word", "segments": [{"start": a, "end": b} for a, b in cues]}
-    measured = {"pairs": pairs, "long_json": "pass the word pass a word", "long_pieces": "pass the word the word the word",
-                "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+    clean = {"json": "pass the word pass a word", "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
+    noisy = {"json": "pass the word", "verbose": {"text": "pass", "segments": [{"start": 0.1, "end": 1.9}]},
+             "srt": srt_body.split("\n\n2")[0], "vtt": vtt_body}  # one SRT cue, edges 0.1 and 1.5
+    measured = {"pairs": pairs, "long": clean, "long_pieces": "pass the word the word the word", "noisy": noisy}
     out = figures(clips, long, measured)
     assert out["segment_edges_inside_speech"] == out["srt_edges_inside_speech"] == out["vtt_edges_inside_speech"] == 2
+    assert out["noisy_segment_edges_inside_speech"] == 0 and out["noisy_segments"] == 1
+    assert out["noisy_srt_edges_inside_speech"] == 1 and out["noisy_srt_cues"] == 1
+    assert out["noisy_long_wer"] == pytest.approx(3 / 6, abs=1e-4) and out["noisy_long_wer_cues"] == pytest.approx(5 / 6, abs=1e-4)
     assert out["short_wer_by_voice"][HELD_OUT_VOICES[0]] == pytest.approx(2 / 3, abs=1e-4)
     assert out["short_wer_held_out_voices"] == pytest.approx(round(2 / 12, 4))
     assert out["stream_equals_nonstream"] == len(clips) - 1
     assert out["long_wer"] == pytest.approx(1 / 6, abs=1e-4) and out["long_wer_cues"] == 0.0  # json, verbose_json
     assert out["long_wer_long_pieces"] == pytest.approx(2 / 6, abs=1e-4)  # json in the real model's pieces
+
+
+def test_wer_background_noise_sits_its_snr_under_the_sound() -> None:
+    """The noisy recording: noise `snr_db` under the power of the loud samples, pink (each octave
+    up holds the same power, so a band's power per hertz halves) above NOISE_LOW_HZ, the speech
+    itself unchanged."""
+    from bench.wer import LOUD, NOISE_LOW_HZ, with_background
+
+    rate = 16000
+    samples = np.zeros(8 * rate, dtype=np.float32)
+    samples[rate : 3 * rate] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)
+    noisy = with_background(samples, 20.0, seed=1)
+    noise = noisy.astype(np.float64) - samples
+    sound = np.abs(samples) > LOUD
+    assert 10 * np.log10(np.mean(samples[sound] ** 2) / np.mean(noise**2)) == pytest.approx(20.0, abs=0.01)
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(noise.size, 1 / rate)
+    per_hz = [power[(freqs >= f) & (freqs < 2 * f)].mean() for f in (250, 500, 1000, 2000)]
+    assert all(0.35 < later / earlier < 0.65 for earlier, later in zip(per_hz, per_hz[1:]))
+    assert power[freqs < NOISE_LOW_HZ].sum() < 1e-9 * power.sum()  # nothing under the microphone's roll-off
+    assert not np.array_equal(with_background(samples, 20.0, seed=2), noisy)
 
 
 def test_wer_long_recording_knows_where_each_word_sounds() -> None:

@@ -25,6 +25,7 @@ from gateway.readiness import ReadinessProbe
 from gateway.settings import Settings
 from gateway.audio import SpeechSegment
 from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, split_cue
+from gateway.audio.cutting import background_of
 from gateway.chunking import Chunking, chunking_options, model_pieces, parse_chunking
 from gateway.subtitles import CueLayout, cues_from_segments, fits, to_srt, to_vtt, wrap
 from gateway.text_join import DeltaJoiner, join_pieces
@@ -130,18 +131,16 @@ def test_a_cue_holds_two_balanced_lines() -> None:
     assert fits(text, LAYOUT) and not fits(text * 2, LAYOUT)
 
 
-def test_overflowing_segment_shares_its_span_by_characters() -> None:
+def test_an_overflowing_segment_stays_one_cue_over_its_own_span() -> None:
+    """Text that could not be cut to fit keeps its segment's true start and end, in more lines:
+    no cue edge is an estimate."""
     text = " ".join(f"word{i}" for i in range(60))
-    cues = cues_from_segments([_segment(10.0, 16.0, text)], LAYOUT)
-    assert len(cues) > 1
-    assert all(len(c.lines) <= 2 and all(len(line) <= 42 for line in c.lines) for c in cues)
-    assert " ".join(c.text for c in cues) == text
-    assert cues[0].start == 10.0 and cues[-1].end == 16.0
-    assert all(a.end == pytest.approx(b.start) for a, b in zip(cues, cues[1:]))
-    for cue in cues:  # time in proportion to characters
-        share = (cue.end - cue.start) / 6.0
-        assert share == pytest.approx(sum(map(len, cue.lines)) / sum(len(line) for c in cues for line in c.lines),
-                                      abs=1e-3)
+    short = "Pass the word."
+    cues = cues_from_segments([_segment(10.0, 16.0, text), _segment(16.5, 17.5, short)], LAYOUT)
+    assert [(c.start, c.end) for c in cues] == [(10.0, 16.0), (16.5, 17.5)]
+    assert len(cues[0].lines) > LAYOUT.lines and all(len(line) <= LAYOUT.line_chars for line in cues[0].lines)
+    assert cues[0].text == text and cues[1].lines == (short,)
+    assert "\n".join(cues[0].lines) in to_srt(cues) and "\n".join(cues[0].lines) in to_vtt(cues)
 
 
 # ------------------------------------------------------------------ caption cue cutting (pure planner)
@@ -153,7 +152,14 @@ def _speech(spans_s: list[tuple[float, float]], total_s: float, rate: int = 1600
         audio[int(start * rate) : int(end * rate)] = 0.3  # loud where the "speech" is
     segments = [SpeechSegment(int(a * rate), int(b * rate)) for a, b in spans_s]
     frame = 512  # the VAD deems every frame speech
-    return SpeechMap(audio, rate, segments, SpeechProbability(np.ones(-(-audio.size // frame), dtype=np.float32), frame))
+    probability = SpeechProbability(np.ones(-(-audio.size // frame), dtype=np.float32), frame)
+    return SpeechMap(audio, rate, segments, probability, background_of(audio, segments, rate))
+
+
+def _over_background(speech: SpeechMap, level: float) -> SpeechMap:
+    """`speech` with steady noise of RMS `level` everywhere (seeded), the background measured again."""
+    audio = speech.audio + level * np.random.default_rng(0).standard_normal(speech.audio.size).astype(np.float32)
+    return dataclasses.replace(speech, audio=audio, background=background_of(audio, speech.segments, speech.sample_rate))
 
 
 def test_cues_end_at_pauses_and_hold_only_speech() -> None:
@@ -186,10 +192,16 @@ def test_cues_reach_back_over_a_soft_onset_the_vad_missed() -> None:
     first, second = plan_cues(speech, CueCutOptions(pause_s=0.2))
     assert first.start_s == pytest.approx(0.88 - keep, abs=0.011)
     assert first.end_s == pytest.approx(2.25, abs=0.011) and second.start_s == pytest.approx(2.5, abs=0.011)
-    # Under steady noise that is not quiet, a cue widens no further than `max_cue_s`.
+    # Steady noise as loud as that onset is the recording's background, its silence: the cue
+    # does not widen over it; judged on the peak alone (no background measured), the noise
+    # would be sound, and the cue widens, though no further than `max_cue_s`.
     noisy = _speech([(1.0, 7.8)], 12.0)
     noisy.audio[noisy.audio == 0] = 0.015
+    noisy = dataclasses.replace(noisy, background=background_of(noisy.audio, noisy.segments, rate))
+    assert noisy.background == pytest.approx(0.015**2, rel=1e-3)
     (only,) = plan_cues(noisy, CueCutOptions(max_cue_s=7.0))
+    assert (only.start_s, only.end_s) == pytest.approx((1.0, 7.8), abs=1e-3)
+    (only,) = plan_cues(dataclasses.replace(noisy, background=0.0), CueCutOptions(max_cue_s=7.0))
     assert only.start_s < 1.0 and only.duration_s == pytest.approx(7.0, abs=1e-3)
 
 
@@ -205,15 +217,20 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     continuous.audio[int(3.9 * rate) : int(3.92 * rate)] = 0.0  # 20 ms of silence: half of 40 ms
     one = plan_cues(continuous, CueCutOptions())[0]
     assert split_cue(continuous, one, CueCutOptions(min_part_s=1.0)) is None
-    # Two silent 60 ms: the cut is the middle of the one the VAD deems less like speech.
+    # Two silent 60 ms: the cut is the middle of the one the VAD deems less like speech; silence
+    # the VAD hears as speech (a probability over its neg_threshold) is no place to cut.
+    frame = continuous.probability.frame
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.0
     continuous.audio[int(4.5 * rate) : int(4.56 * rate)] = 0.0
-    continuous.probability.values[int(4.53 * rate) // continuous.probability.frame] = 0.2
+    assert split_cue(continuous, one, CueCutOptions(min_part_s=1.0)) is None
+    continuous.probability.values[int(2.0 * rate) // frame : int(2.06 * rate) // frame + 1] = 0.3
+    continuous.probability.values[int(4.5 * rate) // frame : int(4.56 * rate) // frame + 1] = 0.3
+    continuous.probability.values[int(4.53 * rate) // frame] = 0.2
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and parts[0].end == parts[1].start
     assert abs(parts[0].end_s - 4.53) <= 0.011
     # Equally unlike speech: the quieter wins.
-    continuous.probability.values[int(4.53 * rate) // continuous.probability.frame] = 1.0
+    continuous.probability.values[int(4.53 * rate) // frame] = 0.3
     continuous.audio[int(2.0 * rate) : int(2.06 * rate)] = 0.3 * 10 ** (-70 / 20)
     parts = split_cue(continuous, one, CueCutOptions(min_part_s=1.0))
     assert parts is not None and abs(parts[0].end_s - 4.53) <= 0.011
@@ -225,6 +242,29 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     assert split_cue(continuous, one, CueCutOptions(min_part_s=2.5)) is None
     short = plan_cues(_speech([(0.0, 1.5)], 2.0), CueCutOptions())[0]
     assert split_cue(_speech([(0.0, 1.5)], 2.0), short, CueCutOptions(min_part_s=1.0)) is None
+
+
+def test_split_cue_finds_silence_over_a_recordings_background() -> None:
+    """Over noise 30 dB under the speech, nothing is 50 dB under the peak; a gap between words
+    that holds only the background is silent all the same, and the cue is cut there. A
+    background that is not measured (too little audio outside speech) leaves the peak rule."""
+    rate = 16000
+    clean = _speech([(0.5, 6.5)], 7.0)
+    clean.audio[int(3.6 * rate) : int(3.66 * rate)] = 0.0  # 60 ms between words
+    noisy = _over_background(clean, 0.3 * 10 ** (-30 / 20))
+    assert 10 * np.log10(0.3**2 / noisy.background) == pytest.approx(30, abs=0.5)
+    gap = slice(int(3.6 * rate) // noisy.probability.frame, int(3.66 * rate) // noisy.probability.frame + 1)
+    one = plan_cues(noisy, CueCutOptions())[0]
+    assert split_cue(noisy, one, CueCutOptions(min_part_s=1.0)) is None  # the VAD hears speech there
+    noisy.probability.values[gap] = 0.2
+    parts = split_cue(noisy, one, CueCutOptions(min_part_s=1.0))
+    assert parts is not None and abs(parts[0].end_s - 3.63) <= 0.011
+    assert split_cue(dataclasses.replace(noisy, background=0.0), one, CueCutOptions(min_part_s=1.0)) is None
+    assert background_of(noisy.audio[: 6 * rate], [SpeechSegment(int(0.15 * rate), 6 * rate)], rate) == 0.0
+    # Run-on speech leaves only slivers between segments, and those hold speech: not measured.
+    slivers = [SpeechSegment(int(0.2 * rate), 3 * rate), SpeechSegment(int(3.03 * rate), int(6.8 * rate))]
+    assert background_of(noisy.audio, slivers, rate) == 0.0
+    assert background_of(noisy.audio, [], rate) == 0.0
 
 
 # ------------------------------------------------------------------ chunking_strategy

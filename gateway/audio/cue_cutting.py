@@ -10,22 +10,27 @@ span its start and end name. Rules:
    `max_cue_s` and with every pause of at least `pause_s` ending a cue.
 2. Each cue is trimmed to its detected speech, then tightened to where the sound is: the
    VAD's segments carry `VadOptions.speech_pad_s` and end a little late (its hysteresis),
-   so within `tighten_s` of each edge, 10 ms blocks quieter than `quiet_db` under the
-   cue's loudest block are dropped, keeping `keep_s` of margin. The VAD can also start late
-   on a soft onset (espeak-ng's "Th", 110 ms of it at a twentieth of the peak, 2026-12-06),
-   so each edge also moves out over adjacent blocks that are not quiet, again with `keep_s`
-   of margin, never past the middle of the pause to a neighbour. Then `edge_pad_s` of the
-   surrounding silence is added back within the same bound. A cue's start and end are where
-   its speech starts and ends, not the middle of a pause.
+   so within `tighten_s` of each edge, quiet 10 ms blocks are dropped, keeping `keep_s` of
+   margin. The VAD can also start late on a soft onset (espeak-ng's "Th", 110 ms of it at a
+   twentieth of the peak, 2026-12-06), so each edge also moves out over adjacent sound,
+   again with `keep_s` of margin, never past the middle of the pause to a neighbour. Then
+   `edge_pad_s` of the surrounding silence is added back within the same bound. A cue's
+   start and end are where its speech starts and ends, not the middle of a pause.
+   Quiet is `quiet_db` under the cue's loudest block or no louder than the recording's
+   background (`cutting.Silence`), and sound is a run of `_SOUND_BLOCKS` blocks that are
+   not quiet: half of a background's blocks are louder than its median, and pink noise
+   swells for tens of ms. Judged on the peak alone, noise 15-25 dB under the speech was
+   sound, and cues widened to the middle of every pause (bench wer's recording over pink
+   noise, 2026-12-07: cue starts a median 0.44 s before the speech, ends 0.51-0.54 s after
+   it; now 0.08 s and 0.17-0.18 s; no edge inside a word either way).
 3. A cue whose text turns out too long for two subtitle lines is cut again (`split_cue`)
    into parts of at least `min_part_s`, and each part is transcribed again. It is cut at its
-   longest inner pause; where the VAD found none, only at 40 ms that are `silent_db` under
-   the cue's loudest 10 ms block, the one the VAD deems least like speech
-   (`cutting.least_speech_like`); where no 40 ms are that quiet, it is not cut and keeps its
-   long text. The quietest moment of fluent speech is often inside a word (a stop's
-   closure): the benchmark's long recording, 2026-12-07, cut there 20 times in 61 cues, and
-   each part then transcribes half a word. This rule cut inside a word once in 43 cuts and
-   left 18 cues whole.
+   longest inner pause; where the VAD found none, only at silent 40 ms (`silent_db` and the
+   background, as `cutting.least_speech_like` rule 4 says), the one the VAD deems least like
+   speech; where no 40 ms are silent, it is not cut and keeps its long text. The quietest
+   moment of fluent speech is often inside a word (a stop's closure): the benchmark's long
+   recording, 2026-12-07, cut there 20 times in 61 cues, and each part then transcribes
+   half a word.
 
 CPU-bound and blocking (VAD over the whole file): async callers run `speech_map` and
 `plan_cues` in a worker thread; `split_cue` only reads one short cue's samples.
@@ -37,9 +42,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.audio.cutting import CutOptions, Piece, block_energy, energy_block, least_speech_like, plan_cuts
+from gateway.audio.cutting import (
+    CutOptions,
+    Piece,
+    Silence,
+    background_of,
+    block_energy,
+    energy_block,
+    least_speech_like,
+    plan_cuts,
+)
 from gateway.audio.vad import SileroVad, SpeechProbability, SpeechSegment, VadOptions, shared_vad
 
+_SOUND_BLOCKS = 3  # loud 10 ms blocks in a row that are sound, not a burst of noise (rule 2)
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class SpeechMap:
     sample_rate: int
     segments: list[SpeechSegment]
     probability: SpeechProbability  # the VAD's, from the pass that found `segments`
+    background: float  # the recording's background_of: what its silence sounds like
 
 
 def speech_map(
@@ -74,7 +90,9 @@ def speech_map(
 ) -> SpeechMap:
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
     speech, segments = (vad or shared_vad()).speech_scores(audio, sample_rate, options.vad)
-    return SpeechMap(audio, sample_rate, segments, speech)
+    return SpeechMap(
+        audio, sample_rate, segments, speech, background_of(audio, segments, sample_rate)
+    )
 
 
 def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
@@ -88,9 +106,11 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
         fallback_search_s=min(2.0, options.max_cue_s / 2),
         silent_db=options.silent_db,
     )
-    bounds = plan_cuts(speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut, speech.probability)
+    bounds = plan_cuts(
+        speech.audio, speech.segments, speech.sample_rate, options.max_cue_s, cut, speech.probability, speech.background
+    )
     trimmed = [
-        _tightened(speech.audio, span, speech.sample_rate, options)
+        _tightened(speech, span, options)
         for start, end in bounds
         if (span := _speech_span(speech.segments, start, end)) is not None
     ]
@@ -99,7 +119,7 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
     for index, (start, end) in enumerate(trimmed):
         low = 0 if index == 0 else (trimmed[index - 1][1] + start) // 2
         high = speech.audio.size if index == len(trimmed) - 1 else (end + trimmed[index + 1][0]) // 2
-        start, end = _widened(speech.audio, (start, end), (low, high), speech.sample_rate, options)
+        start, end = _widened(speech, (start, end), (low, high), options)
         pieces.append(_piece(speech, max(low, start - pad), min(high, end + pad)))
     return pieces
 
@@ -122,14 +142,15 @@ def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[
         _, left_end, right_start = max(gaps)
     else:
         cut = least_speech_like(
-            speech.audio, (piece.start, piece.end), (earliest, latest), rate, options.silent_db, speech.probability,
+            speech.audio, (piece.start, piece.end), (earliest, latest), rate,
+            Silence(options.silent_db, speech.background, options.vad.neg_threshold), speech.probability,
             silent_only=True,
         )
         if cut is None:
             return None
         left_end = right_start = cut
-    left = _tightened(speech.audio, (piece.start, left_end), speech.sample_rate, options)
-    right = _tightened(speech.audio, (right_start, piece.end), speech.sample_rate, options)
+    left = _tightened(speech, (piece.start, left_end), options)
+    right = _tightened(speech, (right_start, piece.end), options)
     return _piece(speech, *left), _piece(speech, *right)
 
 
@@ -141,44 +162,60 @@ def _speech_span(segments: list[SpeechSegment], start: int, end: int) -> tuple[i
     return max(start, inside[0].start), min(end, inside[-1].end)
 
 
-def _tightened(audio: np.ndarray, span: tuple[int, int], sample_rate: int, options: CueCutOptions) -> tuple[int, int]:
+def _tightened(speech: SpeechMap, span: tuple[int, int], options: CueCutOptions) -> tuple[int, int]:
     """`span` without the quiet audio at its edges (module doc, rule 2)."""
     start, end = span
+    sample_rate = speech.sample_rate
     block = energy_block(sample_rate)
-    energy = block_energy(audio, start, end, sample_rate)
-    if energy.size < 3:
+    energy = block_energy(speech.audio, start, end, sample_rate)
+    if energy.size < _SOUND_BLOCKS:
         return span
-    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-options.quiet_db / 10))
+    loud = energy > Silence(options.quiet_db, speech.background).under(float(energy.max()))
+    # Sound is a run of loud blocks: half the background's blocks are louder than its median,
+    # and an edge stopped at the first of them stayed out in the pause.
+    runs = np.flatnonzero(np.convolve(loud, np.ones(_SOUND_BLOCKS, dtype=int), mode="valid") == _SOUND_BLOCKS)
+    if runs.size == 0:
+        return span
     reach, keep = int(options.tighten_s * sample_rate), int(options.keep_s * sample_rate)
-    first, last = start + int(loud[0]) * block, start + (int(loud[-1]) + 1) * block
+    first, last = start + int(runs[0]) * block, start + (int(runs[-1]) + _SOUND_BLOCKS) * block
     new_start = max(start, first - keep) if first - start <= reach else start + reach - keep
     new_end = min(end, last + keep) if end - last <= reach else end - reach + keep
     return (new_start, new_end) if new_start < new_end else span
 
 
 def _widened(
-    audio: np.ndarray, span: tuple[int, int], bounds: tuple[int, int], sample_rate: int, options: CueCutOptions
+    speech: SpeechMap, span: tuple[int, int], bounds: tuple[int, int], options: CueCutOptions
 ) -> tuple[int, int]:
-    """`span` moved out over the 10 ms blocks beside it that are not quiet (than its loudest
-    block), then `keep_s` further, within `bounds` and `max_cue_s` (module doc, rule 2)."""
+    """`span` moved out over the sound beside it (a run of at least `_SOUND_BLOCKS` 10 ms
+    blocks that are not quiet), then `keep_s` further, within `bounds` and `max_cue_s`
+    (module doc, rule 2)."""
     start, end = span
+    audio, sample_rate = speech.audio, speech.sample_rate
     longest = int(options.max_cue_s * sample_rate)
     low = max(bounds[0], end - longest)
     block = energy_block(sample_rate)
     energy = block_energy(audio, start, end, sample_rate)
     if energy.size < 1:
         return span
-    loudest = float(energy.max())
-    quiet = loudest * 10 ** (-options.quiet_db / 10)
+    quiet = Silence(options.quiet_db, speech.background).under(float(energy.max()))
     keep = int(options.keep_s * sample_rate)
-    new_start, new_end = start, end
-    while new_start - block >= low and float(np.square(audio[new_start - block : new_start]).mean()) >= quiet:
-        new_start -= block
+    new_start = start - _sound_beside(audio, start, low, -block, quiet)
     new_start = max(low, new_start - keep) if new_start < start else start
     high = min(bounds[1], new_start + longest)
-    while new_end + block <= high and float(np.square(audio[new_end : new_end + block]).mean()) >= quiet:
-        new_end += block
+    new_end = end + _sound_beside(audio, end, high, block, quiet)
     return new_start, min(high, new_end + keep) if new_end > end else end
+
+
+def _sound_beside(audio: np.ndarray, edge: int, limit: int, step: int, quiet: float) -> int:
+    """How many samples of blocks louder than `quiet` run on from `edge` towards `limit` (`step`
+    a block, signed), when they are at least `_SOUND_BLOCKS` blocks: 0 for fewer, which is
+    a swell of background noise, not a word."""
+    at = edge
+    while (limit <= at + step if step < 0 else at + step <= limit) and float(
+        np.square(audio[min(at, at + step) : max(at, at + step)]).mean()
+    ) > quiet:
+        at += step
+    return abs(at - edge) if abs(at - edge) >= _SOUND_BLOCKS * abs(step) else 0
 
 
 def _piece(speech: SpeechMap, start: int, end: int) -> Piece:

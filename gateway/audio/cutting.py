@@ -9,10 +9,21 @@ Rules, in order of preference:
    pauses are cut in their middle, so neighbouring pieces touch and nothing is lost.
 4. Only speech that runs on longer than a piece without any pause is cut inside speech,
    near the window end (`fallback_search_s`), at the 40 ms least like speech
-   (`least_speech_like`): among windows `silent_db` under the stretch's loudest 10 ms, else
-   among all, the lowest VAD speech probability, then the lowest energy. Run-on espeak-ng
-   speech (bench wer's held-out clips abutted, 2026-12-07): the quietest 20 ms cut inside a
-   word 20 times in 37 cuts, this rule 4 in 11 (a better cut also needs fewer).
+   (`least_speech_like`): among silent windows, else among all, the lowest VAD speech
+   probability, then the lowest energy. Run-on espeak-ng speech (bench wer's held-out clips
+   abutted, 2026-12-07): the quietest 20 ms cut inside a word 20 times in 37 cuts, this
+   rule 4 in 11 (a better cut also needs fewer).
+   Silent means quiet, `silent_db` under the stretch's loudest 10 ms or no louder than the
+   recording's background (`background_of`: the median 10 ms outside detected speech),
+   whichever is louder, and a VAD speech probability under `VadOptions.neg_threshold`, its
+   own line for where speech may end. Digital silence has no background; a real room or
+   line does, often only 20-40 dB under the speech, and a rule on the peak alone finds no
+   silence there at all. Energy alone cannot tell a pause from a stop's closure in noise.
+   bench wer's recording over pink noise 25-15 dB under its speech (2026-12-07; every cue
+   split as if its text overflowed): on the peak alone, 19-23 cues could be cut again, all
+   at the VAD's own pauses, 73-79 not at all; on the background alone, 44-52, 4-7 of those
+   cuts inside a word; with the VAD's probability too, 39-42, at most 1 inside a word, and
+   clean audio 34 with none (the peak alone: 39, none).
 5. Audio without speech gives no pieces.
 6. Audio that fits in one piece is kept whole as soon as speech shows in its first
    `quick_check_s`: the rest need not be scored. With `quick_check_s` 0 (a model that wants
@@ -26,6 +37,7 @@ CPU-bound and blocking: async callers run it in a worker thread.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,7 +102,9 @@ def split_on_pauses(
         # but the trimmed edges, and VAD is most of the gateway's CPU on short requests.
         return [Piece(start_s=0.0, end_s=audio.size / sample_rate, samples=audio, start=0, end=audio.size)]
     speech, segments = detector.speech_scores(audio, sample_rate, opts.vad)
-    bounds = plan_cuts(audio, segments, sample_rate, max_piece_seconds, opts, speech)
+    bounds = plan_cuts(
+        audio, segments, sample_rate, max_piece_seconds, opts, speech, background_of(audio, segments, sample_rate)
+    )
     return [
         Piece(
             start_s=start / sample_rate,
@@ -110,9 +124,12 @@ def plan_cuts(
     max_piece_seconds: float,
     opts: CutOptions,
     speech: SpeechProbability | None = None,
+    background: float = 0.0,
 ) -> list[tuple[int, int]]:
     """Piece boundaries (start, end) in samples from speech segments (pure logic); `speech`
-    ranks cuts inside speech (rule 4; without it, by energy alone)."""
+    ranks cuts inside speech (rule 4; without it, by energy alone) and `background` is
+    the recording's (`background_of`; 0: digital silence)."""
+    silent = Silence(opts.silent_db, background, opts.vad.neg_threshold)
     limit = int(max_piece_seconds * sample_rate)
     max_pause = opts.max_pause_s * sample_rate
     lookback = opts.lookback_fraction * limit
@@ -128,8 +145,8 @@ def plan_cuts(
             window_end = start + limit
             search_start = max(start + 1, window_end - min(int(opts.fallback_search_s * sample_rate), limit // 2))
             cut = least_speech_like(
-                audio, (search_start, window_end), (search_start, window_end), sample_rate, opts.silent_db, speech,
-                silent_only=False,
+                audio, (search_start, window_end), (search_start, window_end), sample_rate,
+                silent, speech, silent_only=False,
             )
             cut = window_end if cut is None else cut
             pieces.append((start, cut))
@@ -192,21 +209,70 @@ def block_energy(audio: np.ndarray, start: int, end: int, sample_rate: int) -> n
     return np.square(audio[start : start + n_blocks * block].reshape(n_blocks, block)).mean(axis=1)
 
 
+# The background is read in the pauses between detected speech, this far clear of it (the VAD
+# starts late on a soft onset and ends early, by up to about its pad), and only where the
+# pauses hold this much in all: run-on speech leaves only slivers between segments, and
+# those hold the speech itself (bench wer's clips abutted, 2026-12-07: a "background" 22 dB
+# under the peak, and cue edges then inside 29 of 42 words).
+_BACKGROUND_CLEAR_S = 0.1
+_BACKGROUND_MIN_S = 0.5
+_BACKGROUND_CHUNK_BLOCKS = 6000
+
+
+def background_of(audio: np.ndarray, segments: list[SpeechSegment], sample_rate: int) -> float:
+    """The recording's background: the median 10 ms energy (mean square) in its pauses, clear
+    of the detected (padded) speech; 0 for digital silence, or where the pauses hold too
+    little to tell."""
+    if not segments:
+        return 0.0  # nothing to cut
+    block = energy_block(sample_rate)
+    step = _BACKGROUND_CHUNK_BLOCKS * block
+    clear = int(_BACKGROUND_CLEAR_S * sample_rate)
+    # Gap by gap (block-aligned, clear of the segments), a minute at most at a time: squaring
+    # an hour at once would hold another copy of it.
+    edges = [-clear, *(x for seg in segments for x in (seg.start, seg.end)), audio.size + clear]
+    gaps = [
+        (-(-(a + clear) // block) * block, (b - clear) // block * block)
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
+    energies = [
+        block_energy(audio, at, min(b, at + step), sample_rate) for a, b in gaps for at in range(a, b, step)
+    ]
+    energy = np.concatenate(energies) if energies else np.zeros(0)
+    if energy.size * block < _BACKGROUND_MIN_S * sample_rate:
+        return 0.0
+    return float(np.median(energy))
+
+
+@dataclass(frozen=True)
+class Silence:
+    """What counts as silent (or quiet) in a stretch: `db` under its loudest 10 ms, or no
+    louder than the recording's `background` (`background_of`), whichever is louder; for a
+    cut inside speech, also a VAD speech probability under `speech_below`."""
+
+    db: float
+    background: float = 0.0
+    speech_below: float = math.inf
+
+    def under(self, loudest: float) -> float:
+        return max(loudest * 10 ** (-self.db / 10), self.background)
+
+
 def least_speech_like(
     audio: np.ndarray,
     span: tuple[int, int],
     allowed: tuple[int, int],
     sample_rate: int,
-    silent_db: float,
+    silent: Silence,
     speech: SpeechProbability | None,
     *,
     silent_only: bool,
 ) -> int | None:
     """Where to cut inside speech: the middle of the 40 ms window (10 ms hop, inside `span`,
     its middle within `allowed`) with the lowest speech probability, then the lowest energy,
-    among the windows `silent_db` under `span`'s loudest 10 ms block, or where none is that
-    quiet, among all of them; with `silent_only`, None then. None also when `span` is
-    shorter than a window."""
+    among the silent windows (`silent`, judged on `span`'s loudest 10 ms block), or where
+    none is silent, among all of them; with `silent_only`, None then. None also when `span`
+    is shorter than a window."""
     block = energy_block(sample_rate)
     start, end = span
     energy = block_energy(audio, start, end, sample_rate)
@@ -215,12 +281,13 @@ def least_speech_like(
     window = np.convolve(energy, np.full(_CUT_WINDOW_BLOCKS, 1 / _CUT_WINDOW_BLOCKS), mode="valid")
     middles = start + np.arange(window.size) * block + _CUT_WINDOW_BLOCKS * block // 2
     inside = (middles >= allowed[0]) & (middles <= allowed[1])
-    candidates = np.flatnonzero(inside & (window <= energy.max() * 10 ** (-silent_db / 10)))
+    probability = speech.at(middles) if speech is not None else np.zeros(middles.size)
+    silent_windows = (window <= silent.under(float(energy.max()))) & (probability < silent.speech_below)
+    candidates = np.flatnonzero(inside & silent_windows)
     if candidates.size == 0:
         if silent_only:
             return None
         candidates = np.flatnonzero(inside)
         if candidates.size == 0:
             return None
-    probability = speech.at(middles[candidates]) if speech is not None else np.zeros(candidates.size)
-    return int(middles[candidates[np.lexsort((window[candidates], probability))[0]]])
+    return int(middles[candidates[np.lexsort((window[candidates], probability[candidates]))[0]]])
