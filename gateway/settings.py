@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canary_qwen.manifest import SERVED_MODEL_ID
 from canary_qwen.mel import SAMPLE_RATE
+from gateway.audio.cue_cutting import CueCutOptions
 from gateway.triton_address import DNS_SCHEME, split_host_port
 
 
@@ -224,6 +225,11 @@ class CaptionSettings(BaseModel):
         default=1.0,
         description="A cue whose text does not fit its lines is cut again at a pause (and re-transcribed) "
         "into parts no shorter than this, seconds.",
+    )
+    model_pad_s: float = Field(
+        default=CueCutOptions.model_pad_s, ge=0,
+        description="The model hears up to this much of the pause around each cue's speech (never a "
+        "neighbouring cue's), seconds; the cue's times stay its speech's.",
     )
 
 

@@ -19,7 +19,15 @@ from starlette.datastructures import FormData
 
 from canary_qwen.mel import SAMPLE_RATE  # the model's input rate (checked at start-up: gateway.model_facts)
 from gateway.audio import AudioError, DecodedAudio, Piece, decode_audio, split_on_pauses
-from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, speech_map, split_cue
+from gateway.audio.cue_cutting import (
+    CueCutOptions,
+    SpeechMap,
+    heard,
+    neighbour_bounds,
+    plan_cues,
+    speech_map,
+    split_cue,
+)
 from gateway.chunking import Chunking, chunking_options, model_pieces
 from gateway.errors import BadRequestError, audio_api_error
 from gateway.metrics import GatewayMetrics
@@ -130,7 +138,10 @@ def validate_form(form: TranscriptionForm, served_model: str) -> None:
 
 
 def cue_cut_options(captions: CaptionSettings) -> CueCutOptions:
-    return CueCutOptions(max_cue_s=captions.max_cue_s, pause_s=captions.pause_s, min_part_s=captions.min_part_s)
+    return CueCutOptions(
+        max_cue_s=captions.max_cue_s, pause_s=captions.pause_s, min_part_s=captions.min_part_s,
+        model_pad_s=captions.model_pad_s,
+    )
 
 
 def check_min_duration(decoded: DecodedAudio, param: str) -> None:
@@ -249,19 +260,25 @@ class TranscriptionService:
         gate = asyncio.Semaphore(self._settings.limits.piece_concurrency)
         budget = self._settings.model.asr_budget
 
-        async def cue(piece: Piece) -> list[tuple[Piece, str, list[int]]]:
+        async def cue(piece: Piece, bounds: tuple[int, int]) -> list[tuple[Piece, str, list[int]]]:
+            samples = heard(speech, piece, bounds, options)
             async with gate:
-                result = await self._triton.transcribe(piece.samples, budget(piece.samples.size))
+                result = await self._triton.transcribe(samples, budget(samples.size))
             parts = None if fits(result.text, self.cue_layout) else split_cue(speech, piece, options)
             if parts is None:
                 return [(piece, result.text, result.token_ids)]
+            left, right = parts
             async with asyncio.TaskGroup() as group:
-                halves = [group.create_task(cue(part)) for part in parts]
+                halves = [
+                    group.create_task(cue(left, (bounds[0], right.start))),
+                    group.create_task(cue(right, (left.end, bounds[1]))),
+                ]
             return [item for half in halves for item in half.result()]
 
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(cue(piece)) for piece in audio.pieces]
+                bounds = neighbour_bounds(audio.pieces, speech.audio.size)
+                tasks = [group.create_task(cue(piece, b)) for piece, b in zip(audio.pieces, bounds, strict=True)]
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
         results = [item for task in tasks for item in task.result()]

@@ -24,7 +24,7 @@ from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionFor
 from gateway.readiness import ReadinessProbe
 from gateway.settings import Settings
 from gateway.audio import SpeechSegment
-from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, plan_cues, split_cue
+from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, heard, neighbour_bounds, plan_cues, split_cue
 from gateway.audio.cutting import background_of
 from gateway.chunking import Chunking, chunking_options, model_pieces, parse_chunking
 from gateway.subtitles import CueLayout, cues_from_segments, fits, to_srt, to_vtt, wrap
@@ -242,6 +242,23 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     assert split_cue(continuous, one, CueCutOptions(min_part_s=2.5)) is None
     short = plan_cues(_speech([(0.0, 1.5)], 2.0), CueCutOptions())[0]
     assert split_cue(_speech([(0.0, 1.5)], 2.0), short, CueCutOptions(min_part_s=1.0)) is None
+
+
+def test_the_model_hears_a_cue_with_some_of_its_pause() -> None:
+    """Each cue's audio for the model reaches up to `model_pad_s` into the pauses around it, never
+    into a neighbouring cue; its times stay its speech's."""
+    rate = 16000
+    speech = _speech([(1.0, 2.0), (2.2, 3.0), (4.0, 5.0)], 5.2)
+    cues = plan_cues(speech, CueCutOptions(pause_s=0.1))
+    assert [(round(c.start_s, 2), round(c.end_s, 2)) for c in cues] == [(1.0, 2.0), (2.2, 3.0), (4.0, 5.0)]
+    bounds = neighbour_bounds(cues, speech.audio.size)
+    assert bounds == [(0, cues[1].start), (cues[0].end, cues[2].start), (cues[1].end, speech.audio.size)]
+    padded = CueCutOptions(model_pad_s=0.3)
+    spans = [heard(speech, cue, b, padded) for cue, b in zip(cues, bounds)]
+    assert [round(h.size / rate, 2) for h in spans] == [1.3 + 0.2, 0.2 + 0.8 + 0.3, 0.3 + 1.0 + 0.2]
+    assert np.shares_memory(spans[0], speech.audio)  # a view, not a copy
+    unpadded = [heard(speech, cue, b, CueCutOptions(model_pad_s=0.0)) for cue, b in zip(cues, bounds)]
+    assert all(np.array_equal(h, cue.samples) for h, cue in zip(unpadded, cues))
 
 
 def test_split_cue_finds_silence_over_a_recordings_background() -> None:
