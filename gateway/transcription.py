@@ -275,9 +275,9 @@ class TranscriptionService:
                 ]
             return [item for half in halves for item in half.result()]
 
+        bounds = neighbour_bounds(audio.pieces, speech.audio.size)
         try:
             async with asyncio.TaskGroup() as group:
-                bounds = neighbour_bounds(audio.pieces, speech.audio.size)
                 tasks = [group.create_task(cue(piece, b)) for piece, b in zip(audio.pieces, bounds, strict=True)]
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
