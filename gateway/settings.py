@@ -15,7 +15,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from canary_qwen.manifest import SERVED_MODEL_ID
 from canary_qwen.mel import SAMPLE_RATE
-from gateway.audio.cue_cutting import CueCutOptions
 from gateway.triton_address import DNS_SCHEME, split_host_port
 
 
@@ -226,8 +225,10 @@ class CaptionSettings(BaseModel):
         description="A cue whose text does not fit its lines is cut again at a pause (and re-transcribed) "
         "into parts no shorter than this, seconds.",
     )
+    # The audio layer's CueCutOptions holds the same defaults (importing it here would load the
+    # VAD and decoders with the settings); test_gateway_logic checks they agree.
     model_pad_s: float = Field(
-        default=CueCutOptions.model_pad_s, ge=0,
+        default=0.3, ge=0,
         description="The model hears up to this much of the pause around each cue's speech (never a "
         "neighbouring cue's), seconds; the cue's times stay its speech's.",
     )

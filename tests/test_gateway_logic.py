@@ -22,7 +22,7 @@ from gateway.auth import bearer_token, key_matches
 from gateway.errors import BadRequestError, UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from gateway.protocol import ResponseFormat, ServerVadChunking, TranscriptionForm, TranscriptionSegment
 from gateway.readiness import ReadinessProbe
-from gateway.settings import Settings
+from gateway.settings import CaptionSettings, Settings
 from gateway.audio import SpeechSegment
 from gateway.audio.cue_cutting import CueCutOptions, SpeechMap, heard, neighbour_bounds, plan_cues, split_cue
 from gateway.audio.cutting import background_of
@@ -30,7 +30,7 @@ from gateway.chunking import Chunking, chunking_options, model_pieces, parse_chu
 from gateway.subtitles import CueLayout, cues_from_segments, fits, to_srt, to_vtt, wrap
 from gateway.text_join import DeltaJoiner, join_pieces
 from gateway.thinking import ThinkingFilter, strip_thinking
-from gateway.transcription import segments_from, validate_form
+from gateway.transcription import cue_cut_options, segments_from, validate_form
 from gateway.triton_client import to_api_error
 
 MODEL = "canary-qwen-2.5b"
@@ -242,6 +242,10 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
     assert split_cue(continuous, one, CueCutOptions(min_part_s=2.5)) is None
     short = plan_cues(_speech([(0.0, 1.5)], 2.0), CueCutOptions())[0]
     assert split_cue(_speech([(0.0, 1.5)], 2.0), short, CueCutOptions(min_part_s=1.0)) is None
+
+
+def test_caption_settings_default_to_the_cue_cutters_defaults() -> None:
+    assert cue_cut_options(CaptionSettings()) == CueCutOptions()
 
 
 def test_the_model_hears_a_cue_with_some_of_its_pause() -> None:
