@@ -24,6 +24,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import SettingsConfigDict
+from scipy.signal import resample_poly
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -50,6 +52,7 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 STOPPED = "input_audio_buffer.speech_stopped"
 _END_PAD_MS = 100  # the gateway's pad after speech (VadOptions.speech_pad_s)
 _DRAIN_TIMEOUT_S = 120.0
+_LEAD_S = 0.5  # silence before the first clip
 
 
 class RealtimeBenchSettings(CommandSettings):
@@ -87,20 +90,27 @@ class Stream:
 
 def build_stream(clips: Sequence[np.ndarray], seconds: float, gap_s: float, chunk_ms: int, offset: int = 0) -> Stream:
     """Clips (16 kHz float32) in turn from `offset`, `gap_s` apart, to about `seconds` of audio."""
-    pieces: list[np.ndarray] = [np.zeros(int(0.5 * SAMPLE_RATE), dtype=np.float32)]
+    chosen: list[np.ndarray] = []
+    total = int(_LEAD_S * SAMPLE_RATE)
+    while total < seconds * SAMPLE_RATE:
+        chosen.append(clips[(offset + len(chosen)) % len(clips)])
+        total += chosen[-1].size + int(gap_s * SAMPLE_RATE)
+    return stream_of(chosen, gap_s, chunk_ms)
+
+
+def stream_of(clips: Sequence[np.ndarray], gap_s: float, chunk_ms: int) -> Stream:
+    """Each clip once, in order: silence first, `gap_s` after each, as 24 kHz pcm16 appends."""
+    pieces: list[np.ndarray] = [np.zeros(int(_LEAD_S * SAMPLE_RATE), dtype=np.float32)]
     ends: list[int] = []
     total = pieces[0].size
-    index = offset
-    while total < seconds * SAMPLE_RATE:
-        clip = clips[index % len(clips)]
+    for clip in clips:
         pieces += [clip, np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)]
         total += clip.size
         ends.append(total * 1000 // SAMPLE_RATE)
         total += pieces[-1].size
-        index += 1
-    audio = np.concatenate(pieces)
-    wire = np.interp(np.arange(int(audio.size * WIRE_RATE / SAMPLE_RATE)) * (SAMPLE_RATE / WIRE_RATE),
-                     np.arange(audio.size), audio)
+    # A polyphase filter, as a client's resampler would: linear interpolation dulls the top octave.
+    ratio = math.gcd(WIRE_RATE, SAMPLE_RATE)
+    wire = resample_poly(np.concatenate(pieces), WIRE_RATE // ratio, SAMPLE_RATE // ratio)
     pcm = (np.clip(wire, -1, 1) * 32767).astype("<i2")
     step = WIRE_RATE * chunk_ms // 1000
     chunks = [base64.b64encode(pcm[i : i + step].tobytes()).decode("ascii") for i in range(0, pcm.size, step)]
@@ -112,6 +122,7 @@ class SessionResult:
     turn_ms: list[float] = field(default_factory=list)  # speech_stopped -> completed
     speech_ms: list[float] = field(default_factory=list)  # last speech audio sent -> completed
     utterances: int = 0
+    transcripts: list[str] = field(default_factory=list)  # in commit order (the gateway keeps it)
     errors: list[str] = field(default_factory=list)
 
 
@@ -137,6 +148,7 @@ async def stream_session(url: str, headers: dict[str, str], stream: Stream, sile
                 committed.add(event["item_id"])
             elif kind == COMPLETED:
                 result.utterances += 1
+                result.transcripts.append(event["transcript"])
                 if event["item_id"] in stopped_at:
                     result.turn_ms.append((now - stopped_at[event["item_id"]]) * 1000)
                 speech_end_ms = event["audio_end_ms"] - _END_PAD_MS

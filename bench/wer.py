@@ -7,6 +7,9 @@ gateway as 16 kHz WAV:
 - short clips per voice: the held-out voices (two accents, two voice variants never used in
   training) and one training voice for reference; WER per voice and over all held-out voices;
 - streaming against non-streaming: the same clips with `stream=true`; the texts must be equal;
+- live captions: the held-out clips (trimmed to their sound) streamed through `/v1/realtime` as
+  24 kHz pcm16 at real-time pace, `--concurrency` sessions side by side, 1.2 s between clips,
+  server_vad turns: WER of each session's transcripts in commit order, and the turns counted;
 - a long recording (`--long-minutes`, default 6) made of held-out clips with pauses: WER of the
   whole transcript as `json` gives it (cut at pauses as the served model asks: the demo model's
   export ends a piece at every pause, export/demo.py `DEMO_PIECE_PAUSE_S`; no words lost or
@@ -44,6 +47,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bench import report
 from bench.clients import MODEL_ID
+from bench.realtime import SessionResult, stream_of, stream_session
 from bench.servers import gateway, triton
 from bench.settings import CommandSettings
 from canary_qwen.mel import SAMPLE_RATE
@@ -61,7 +65,7 @@ class WerSettings(CommandSettings):
 
     sentences: PositiveInt = Field(default=24, description="Held-out sentences per voice for the short clips.")
     long_minutes: PositiveFloat = Field(default=6.0, description="Length of the long recording.")
-    concurrency: PositiveInt = Field(default=8, description="Requests in flight.")
+    concurrency: PositiveInt = Field(default=8, description="Requests in flight, and live-caption sessions side by side.")
     seed: int = Field(default=3, description="Which sentences and pauses.")
     noise_snr_db: float = Field(
         default=25.0, description="Pink background noise of the noisy long recording, in dB under its speech's power."
@@ -147,6 +151,12 @@ def short_clips(settings: WerSettings) -> list[Clip]:
     return clips
 
 
+def audible(clip: Clip) -> np.ndarray:
+    """The clip from its first to its last loud sample."""
+    loud = np.flatnonzero(np.abs(clip.samples) > LOUD)
+    return clip.samples[loud[0] : loud[-1] + 1]
+
+
 @dataclass(frozen=True)
 class LongRecording:
     samples: np.ndarray
@@ -162,10 +172,9 @@ def long_recording(clips: list[Clip], minutes: float, seed: int) -> LongRecordin
     pool = [c for c in clips if c.voice != REFERENCE_VOICE]
     while at < minutes * 60 * SAMPLE_RATE:
         clip = pool[int(rng.integers(len(pool)))]
-        loud = np.flatnonzero(np.abs(clip.samples) > LOUD)
-        speech = clip.samples[loud[0] : loud[-1] + 1]
+        speech = audible(clip)
         pause = np.zeros(int(rng.uniform(0.4, 1.5) * SAMPLE_RATE), dtype=np.float32)
-        shift = (at - loud[0]) / SAMPLE_RATE
+        shift = (at - int(np.flatnonzero(np.abs(clip.samples) > LOUD)[0])) / SAMPLE_RATE
         words += [(a + shift, b + shift) for a, b in clip.words]
         texts.append(clip.text)
         parts += [speech, pause]
@@ -218,6 +227,26 @@ async def _transcribe_stream(client: httpx.AsyncClient, wav: bytes) -> str:
     return str(done)
 
 
+# A live stream's layout: bench realtime's pause between sentences and server_vad's default turn end.
+REALTIME_GAP_S = 1.2
+REALTIME_SILENCE_MS = 500
+REALTIME_CHUNK_MS = 100
+
+
+def realtime_groups(clips: list[Clip], sessions: int) -> list[list[Clip]]:
+    """The held-out clips dealt round-robin to `sessions` live streams (none left empty)."""
+    held = [c for c in clips if c.voice != REFERENCE_VOICE]
+    return [group for group in (held[i::sessions] for i in range(sessions)) if group]
+
+
+async def _realtime(base_url: str, groups: list[list[Clip]]) -> list[SessionResult]:
+    url = base_url.replace("http://", "ws://", 1) + "/v1/realtime?intent=transcription"
+    streams = [stream_of([audible(c) for c in group], REALTIME_GAP_S, REALTIME_CHUNK_MS) for group in groups]
+    stagger = REALTIME_GAP_S / len(streams)  # turns of different sessions do not all end at once
+    return list(await asyncio.gather(*(
+        stream_session(url, {}, stream, REALTIME_SILENCE_MS, i * stagger) for i, stream in enumerate(streams))))
+
+
 async def _timed_formats(client: httpx.AsyncClient, wav: bytes) -> dict[str, Any]:
     """The recording as json (cut as the model asks), verbose_json, SRT and VTT."""
     return {
@@ -240,11 +269,12 @@ async def _measure(
                 return await _transcribe(client, wav), await _transcribe_stream(client, wav)
 
         pairs = await asyncio.gather(*(both(c) for c in clips))
+        live = await _realtime(base_url, realtime_groups(clips, concurrency))
         long_wav = wav_bytes(long.samples)
         clean = await _timed_formats(client, long_wav)
         long_pieces = await _transcribe(client, long_wav, chunking=LONG_PIECES)
         noisy_formats = await _timed_formats(client, wav_bytes(noisy))
-    return {"pairs": pairs, "long": clean, "long_pieces": long_pieces, "noisy": noisy_formats}
+    return {"pairs": pairs, "live": live, "long": clean, "long_pieces": long_pieces, "noisy": noisy_formats}
 
 
 def _edges(formats: dict[str, Any], words: list[tuple[float, float]]) -> dict[str, int]:
@@ -264,8 +294,20 @@ def _edges(formats: dict[str, Any], words: list[tuple[float, float]]) -> dict[st
     }
 
 
-def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) -> dict[str, Any]:
-    """Pure: WER per voice, stream equality, long-recording WER and edge checks."""
+def realtime_figures(groups: list[list[Clip]], results: list[SessionResult]) -> dict[str, Any]:
+    """Pure: each live session's transcripts, joined in commit order, against its clips' text."""
+    return {
+        "realtime_wer": round(word_error_rate([" ".join(c.text for c in g) for g in groups],
+                                              [" ".join(r.transcripts) for r in results]), 4),
+        "realtime_sessions": len(groups),
+        "realtime_clips": sum(len(g) for g in groups),
+        "realtime_turns": sum(r.utterances for r in results),
+        "realtime_errors": [e for r in results for e in r.errors][:5],
+    }
+
+
+def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any], sessions: int) -> dict[str, Any]:
+    """Pure: WER per voice, stream equality, live captions' WER, long-recording WER and edge checks."""
     from export.train.speech import HELD_OUT_VOICES
 
     texts = [p[0] for p in measured["pairs"]]
@@ -285,6 +327,7 @@ def figures(clips: list[Clip], long: LongRecording, measured: dict[str, Any]) ->
         "short_clips": len(clips),
         "stream_equals_nonstream": len(clips) - len(mismatched),
         "stream_mismatches": [{"voice": clips[i].voice, "text": texts[i], "streamed": streamed[i]} for i in mismatched[:5]],
+        **realtime_figures(realtime_groups(clips, sessions), measured["live"]),
         "long_audio_s": round(long.samples.size / SAMPLE_RATE, 1),
         "long_wer": round(long_wer, 4),
         "long_minus_short_wer_points": round(100 * (long_wer - short_wer), 2),
@@ -323,7 +366,7 @@ def run(settings: WerSettings) -> dict[str, Any]:
         env = {"GATEWAY_TRITON__URL": server.grpc_url, "GATEWAY_LOG_LEVEL": "warning"}
         with gateway(env, work / "logs" / "wer-gateway.log") as gw:
             measured = asyncio.run(_measure(gw.base_url, clips, long, noisy, settings.concurrency))
-    section = figures(clips, long, measured)
+    section = figures(clips, long, measured, settings.concurrency)
     section["stream_equals_nonstream_all"] = section["stream_equals_nonstream"] == len(clips)
     section["normalisation"] = "canary_qwen.wer.normalize: lower case, punctuation dropped"
     section["noise_snr_db"] = settings.noise_snr_db
@@ -332,7 +375,8 @@ def run(settings: WerSettings) -> dict[str, Any]:
 
 
 def show(section: dict[str, Any], settings: WerSettings) -> None:
-    keys = [k for k in section if k not in ("targets", "examples", "stream_mismatches", "short_wer_by_voice", "normalisation")]
+    keys = [k for k in section if k not in ("targets", "examples", "stream_mismatches", "short_wer_by_voice", "normalisation",
+                                            "realtime_errors")]
     print(report.table(section, keys))
     print(json.dumps(section["short_wer_by_voice"], indent=1))
 

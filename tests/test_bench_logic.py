@@ -418,7 +418,9 @@ def _line_of(text: str) -> int:
 def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
     """`bench wer`'s pure figures: the same cues in verbose_json, SRT and VTT give the same edge
     counts (an edge at 1.5 s inside a word spoken 1.2-1.8 s is inside speech, whole seconds
-    would miss it), and WER per voice and stream equality come from the pairs."""
+    would miss it), WER per voice and stream equality come from the pairs, and live captions'
+    WER from each session's transcripts against the held-out clips dealt to it."""
+    from bench.realtime import SessionResult
     from bench.wer import Clip, LongRecording, figures
     from export.train.speech import HELD_OUT_VOICES
 
@@ -435,8 +437,15 @@ def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
     clean = {"json": "pass the word pass a word", "verbose": verbose, "srt": srt_body, "vtt": vtt_body}
     noisy = {"json": "pass the word", "verbose": {"text": "pass", "segments": [{"start": 0.1, "end": 1.9}]},
              "srt": srt_body.split("\n\n2")[0], "vtt": vtt_body}  # one SRT cue, edges 0.1 and 1.5
-    measured = {"pairs": pairs, "long": clean, "long_pieces": "pass the word the word the word", "noisy": noisy}
-    out = figures(clips, long, measured)
+    # Two sessions, two held-out clips each; the second heard both clips as one turn, one word wrong.
+    live = [SessionResult(utterances=2, transcripts=["Pass the word.", "pass the word"]),
+            SessionResult(utterances=1, transcripts=["pass the word pass a word"], errors=["timed out"])]
+    measured = {"pairs": pairs, "live": live, "long": clean, "long_pieces": "pass the word the word the word",
+                "noisy": noisy}
+    out = figures(clips, long, measured, sessions=2)
+    assert out["realtime_wer"] == pytest.approx(round(1 / 12, 4)) and out["realtime_turns"] == 3
+    assert out["realtime_sessions"] == 2 and out["realtime_clips"] == len(HELD_OUT_VOICES)
+    assert out["realtime_errors"] == ["timed out"]
     assert out["segment_edges_inside_speech"] == out["srt_edges_inside_speech"] == out["vtt_edges_inside_speech"] == 2
     assert out["noisy_segment_edges_inside_speech"] == 0 and out["noisy_segments"] == 1
     assert out["noisy_srt_edges_inside_speech"] == 1 and out["noisy_srt_cues"] == 1
@@ -446,6 +455,14 @@ def test_wer_figures_read_cue_edges_to_the_millisecond() -> None:
     assert out["stream_equals_nonstream"] == len(clips) - 1
     assert out["long_wer"] == pytest.approx(1 / 6, abs=1e-4) and out["long_wer_cues"] == 0.0  # json, verbose_json
     assert out["long_wer_long_pieces"] == pytest.approx(2 / 6, abs=1e-4)  # json in the real model's pieces
+
+
+def test_wer_live_sessions_share_the_held_out_clips_and_none_is_empty() -> None:
+    from bench.wer import REFERENCE_VOICE, Clip, realtime_groups
+
+    clips = [Clip(voice, str(k), np.zeros(1, dtype=np.float32)) for k, voice in enumerate(["a", REFERENCE_VOICE, "b", "c"])]
+    assert [[c.text for c in g] for g in realtime_groups(clips, 2)] == [["0", "3"], ["2"]]
+    assert [[c.text for c in g] for g in realtime_groups(clips, 8)] == [["0"], ["2"], ["3"]]
 
 
 def test_wer_background_noise_sits_its_snr_under_the_sound() -> None:
