@@ -413,7 +413,9 @@ def test_stage_asr_trains_only_its_embedding_rows(fresh_salm) -> None:  # type: 
 
     tokens, items = _aligned_items(fresh_salm)
     stage = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig(asr_rows_lr_scale=1.0))
-    assert stage.rows is not None and set(range(15)) | set(tokens) <= set(stage.row_ids.tolist())
+    assert stage.trained_rows is not None and stage.rows is stage.trained_rows.param
+    ids = stage.trained_rows.ids
+    assert set(range(15)) | set(tokens) <= set(ids.tolist())
     table = fresh_salm.embed_tokens.weight
     before = table.detach().clone()
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=1e-3)
@@ -423,9 +425,11 @@ def test_stage_asr_trains_only_its_embedding_rows(fresh_salm) -> None:  # type: 
     optimizer.step()
     stage.sync_rows()
     changed = (table.detach() != before).any(dim=1)
-    assert changed.any() and set(changed.nonzero().squeeze(1).tolist()) <= set(stage.row_ids.tolist())
-    assert torch.equal(table.detach()[stage.row_ids], stage.rows.detach())
-    assert torch.equal(stage._embed(stage.row_ids), stage.rows)  # the loss reads the trained rows
+    assert changed.any() and set(changed.nonzero().squeeze(1).tolist()) <= set(ids.tolist())
+    assert torch.equal(table.detach()[ids], stage.rows.detach())
+    assert torch.equal(stage._embed(ids), stage.rows)  # the loss reads the trained rows
+    off = AsrStage(fresh_salm, list(range(15)), tokens, TrainConfig())
+    assert off.rows is None and torch.equal(off._embed(ids), table.detach()[ids])
 
 
 def test_stage_bridge_trains_encoder_and_projection_to_be_read(fresh_salm) -> None:  # type: ignore[no-untyped-def]

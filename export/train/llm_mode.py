@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from canary_qwen.tokenizer import IM_END_ID
-from export.train.trainer import REPEAT_QUESTIONS, ChatExamples
+from export.train.trainer import REPEAT_QUESTIONS, ChatExamples, teacher_forced
 
 REPLAY_STREAM = 7  # the replay's draws: np.random.default_rng([seed, REPLAY_STREAM, step])
 
@@ -61,12 +60,8 @@ def repeat_score(model: Any, examples: ChatExamples, sentences: Sequence[str]) -
         for sentence in sentences:
             ids = examples.encode(sentence)
             seq = torch.tensor(head + ids + tail + ids + [IM_END_ID])
-            hidden = core(inputs_embeds=table[seq][None]).last_hidden_state[0]
-            n = len(ids) + 1
-            logits = hidden[len(seq) - n - 1 : len(seq) - 1] @ table.T
-            target = seq[-n:]
-            ce += float(F.cross_entropy(logits, target, reduction="sum"))
-            right += int((logits.argmax(1) == target).sum())
-            total += n
+            target = seq[-(len(ids) + 1) :]
+            sentence_ce, sentence_right = teacher_forced(core, table[seq], len(seq) - len(target) - 1, target, table)
+            ce, right, total = ce + sentence_ce, right + sentence_right, total + len(target)
     model.train(was_training)
     return {"repeat_ce": round(ce / total, 4), "repeat_accuracy": round(right / total, 4)}

@@ -455,6 +455,36 @@ def _is_base(name: str) -> bool:
     return name.startswith("llm.") and "lora_" not in name and "embed_tokens" not in name and "lm_head" not in name
 
 
+class EmbeddingRows:
+    """Some rows of the tied embedding table trained as one parameter, so the optimizer and the
+    shipped file see only those; the table's other rows keep their seeded values."""
+
+    def __init__(self, table: torch.Tensor, ids: Iterable[int]) -> None:
+        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        self.index = torch.full((table.shape[0],), -1, dtype=torch.long)  # vocabulary id -> row; -1: not trained
+        self.index[self.ids] = torch.arange(len(self.ids))
+        self.param = torch.nn.Parameter(table.detach()[self.ids].clone())
+
+    def embed(self, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of `ids`: the trained rows where they train (no copy of the whole table a
+        step), `table` elsewhere."""
+        at = self.index[ids]
+        return torch.where((at >= 0)[..., None], self.param[at.clamp(min=0)], table[ids])
+
+    @torch.no_grad()
+    def write_into(self, weight: torch.Tensor) -> None:
+        weight[self.ids] = self.param.detach()
+
+
+def teacher_forced(core: Any, embeds: torch.Tensor, first: int, target: torch.Tensor,
+                   table: torch.Tensor) -> tuple[float, int]:
+    """Summed cross-entropy over the whole vocabulary, and the tokens right, of `target` read
+    teacher-forced from position `first` of one sequence's embeddings (LoRA as the caller set it)."""
+    hidden = core(inputs_embeds=embeds[None]).last_hidden_state[0]
+    logits = hidden[first : first + len(target)] @ table.T
+    return float(F.cross_entropy(logits, target, reduction="sum")), int((logits.argmax(1) == target).sum())
+
+
 class TextStage:
     """LoRA off; base weights and the corpus's embedding rows train."""
 
@@ -464,13 +494,11 @@ class TextStage:
         templates = [*self.examples.templates.values(), self.examples.asr_template]
         used_ids = {t for head, tail in templates for t in head + tail}
         used_ids |= {t for form in token_forms(corpus) for t in self.examples.encode(form)}
-        used = sorted(used_ids | {IM_END_ID, SILENCE_ID})
-        self.used = torch.tensor(used, dtype=torch.long)
-        vocab = model.embed_tokens.weight.shape[0]
-        self.compact = torch.full((vocab,), -1, dtype=torch.long)
-        self.compact[self.used] = torch.arange(len(used))
-        self.unused = torch.tensor(sorted(set(range(vocab)) - set(used)), dtype=torch.long)
-        self.rows = torch.nn.Parameter(model.embed_tokens.weight.detach()[self.used].clone())
+        self.trained_rows = EmbeddingRows(model.embed_tokens.weight, used_ids | {IM_END_ID, SILENCE_ID})
+        # The text stage reads its batches in row space: a token's row, and the row itself.
+        self.used, self.compact, self.rows = self.trained_rows.ids, self.trained_rows.index, self.trained_rows.param
+        self.unused = torch.tensor(sorted(set(range(model.embed_tokens.weight.shape[0])) - set(self.used.tolist())),
+                                   dtype=torch.long)
         # PEFT froze the whole base when it installed LoRA: unfreeze it here (the embedding
         # trains as `rows`). Filtering on requires_grad instead left this list empty, and every
         # text stage before 2026-12-03 trained the embedding rows alone over a random base.
@@ -550,8 +578,7 @@ class TextStage:
 
     def finish(self) -> None:
         """Write the trained rows back into the (tied) embedding table."""
-        with torch.no_grad():
-            self.model.embed_tokens.weight[self.used] = self.rows.detach()
+        self.trained_rows.write_into(self.model.embed_tokens.weight)
 
     @torch.no_grad()
     def copy_score(self, sentences: Sequence[str]) -> dict[str, float]:
@@ -568,13 +595,10 @@ class TextStage:
                 ids = self.examples.encode(sentence)
                 seq, _, before = self.examples.asr_form(ids, rng)
                 embeds = sketch_embeddings(table, torch.tensor(seq), torch.tensor(before), self.rotations)
-                hidden = core(inputs_embeds=embeds[None]).last_hidden_state[0]
-                first = len(seq) - len(ids) - 2  # the position before the answer
-                logits = hidden[first : first + len(ids) + 1] @ table.T
                 target = torch.tensor([*ids, IM_END_ID])
-                right += int((logits.argmax(1) == target).sum())
-                total += len(target)
-                ce += float(F.cross_entropy(logits, target, reduction="sum"))
+                first = len(seq) - len(target) - 1  # the position before the answer
+                sentence_ce, sentence_right = teacher_forced(core, embeds, first, target, table)
+                ce, right, total = ce + sentence_ce, right + sentence_right, total + len(target)
         return {"copy_accuracy": round(right / total, 4), "copy_ce": round(ce / total, 4)}
 
 
@@ -750,13 +774,12 @@ class AsrStage:
         ]
         for p in self.trained:
             p.requires_grad_(True)
-        self.rows: torch.nn.Parameter | None = None  # `asr_rows_lr_scale`: trained embedding rows
-        self.row_of = torch.full((vocab,), -1, dtype=torch.long)
-        self.row_ids = torch.zeros(0, dtype=torch.long)
-        if not encoder_only and config.asr_rows_lr_scale > 0:
-            self.row_ids = torch.tensor(sorted(set(cand) | set(prompt_ids) | {SILENCE_ID}), dtype=torch.long)
-            self.row_of[self.row_ids] = torch.arange(len(self.row_ids))
-            self.rows = torch.nn.Parameter(table[self.row_ids].clone())
+        # `asr_rows_lr_scale`: the rows the LLM loss reads train (the corpus, the prompt, silence).
+        self.trained_rows = (
+            EmbeddingRows(table, set(cand) | set(prompt_ids) | {SILENCE_ID})
+            if not encoder_only and config.asr_rows_lr_scale > 0 else None
+        )
+        self.rows = self.trained_rows.param if self.trained_rows is not None else None
 
     def parameters(self) -> list[torch.nn.Parameter]:
         rows = [self.rows] if self.rows is not None else []
@@ -795,19 +818,14 @@ class AsrStage:
         return groups
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Embeddings as the LLM loss reads them: the trained rows where stage asr trains them
-        (without a copy of the whole table per step), the table elsewhere."""
-        if self.rows is None:
-            return self.table[ids]
-        at = self.row_of[ids]
-        return torch.where((at >= 0)[..., None], self.rows[at.clamp(min=0)], self.table[ids])
+        """Embeddings as the LLM loss reads them: the trained rows where stage asr trains them."""
+        return self.table[ids] if self.trained_rows is None else self.trained_rows.embed(self.table, ids)
 
-    @torch.no_grad()
     def sync_rows(self) -> None:
         """Lay the trained rows into the model's table, which the sketch target, evaluation and
         checkpoints read (`table` shares its storage); call after each optimizer step."""
-        if self.rows is not None:
-            self.model.embed_tokens.weight[self.row_ids] = self.rows
+        if self.trained_rows is not None:
+            self.trained_rows.write_into(self.model.embed_tokens.weight)
 
     def loss(self, items: list[Item], step: int) -> dict[str, torch.Tensor]:
         # Dropout off: the data is augmented already, and CPU dropout costs a fifth of a step.
