@@ -1,12 +1,15 @@
 """Pure logic of the realtime package: event parsing, turn detection, session state, audio input.
 
-No servers: real Silero VAD (onnxruntime) on real espeak-ng speech, synthetic probabilities
-for the hysteresis corner cases.
+No Triton: real Silero VAD (onnxruntime) on real espeak-ng speech, synthetic probabilities
+for the hysteresis corner cases; per-item failures through the app under uvicorn in this
+process, Triton's answers scripted.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from gateway.audio.vad import SileroVad, shared_vad
 from gateway.realtime import protocol
 from gateway.realtime.audio_input import PcmResampler, decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, ServerVad, SessionConfig
-from gateway.realtime.session import SampleLog, Session
+from gateway.realtime.session import SampleLog, Session, Utterance
 from gateway.realtime.turns import SpeechEnd, SpeechStart, StreamingVad, TurnDetector
 from tests.fixtures.realtime import SpokenScript
 
@@ -66,6 +69,19 @@ def test_longest_utterance_is_cut_and_speech_goes_on() -> None:
                      SpeechEnd(20, forced=True), SpeechStart(20), SpeechEnd(25)]
 
 
+def test_a_cut_in_the_silence_after_speech_commits_no_silent_turn() -> None:
+    """The window runs out while the turn waits out its silence (longer than the window): the
+    cut ends the turn, and the silence after it is not announced as speech, then cut again at
+    every window for ever."""
+    turns = detector(max_speech_frames=10, silence_frames=16).push(probs((0.9, 8), (0.0, 60)))
+    assert turns == [SpeechStart(0), SpeechEnd(10, forced=True)]
+    after = detector(max_speech_frames=10, silence_frames=16)
+    # Speech after the silence is a turn again (cut by the window too, as the silence is longer).
+    assert after.push(probs((0.9, 8), (0.0, 30), (0.9, 6), (0.0, 40))) == [
+        SpeechStart(0), SpeechEnd(10, forced=True), SpeechStart(38), SpeechEnd(48, forced=True)]
+    assert not after.speaking and after.start is None
+
+
 # ----------------------------------------------------------------------------- audio input
 
 
@@ -112,6 +128,10 @@ def test_updates_are_partial_in_both_dialects() -> None:
     config = update({"type": "transcription", "audio": {"input": {"turn_detection": {
         "type": "server_vad", "silence_duration_ms": 800}}}})
     assert config.turn_detection == ServerVad(silence_duration_ms=800)
+    # The SDK's conversation-only fields are taken, and change nothing here.
+    quiet = update({"type": "transcription", "audio": {"input": {"turn_detection": {
+        "type": "server_vad", "create_response": False, "interrupt_response": False, "idle_timeout_ms": 6000}}}})
+    assert quiet.turn_detection == ServerVad()
     assert update({"turn_detection": None}, "transcription_session.update").turn_detection is None
     beta = update({"input_audio_format": "pcm16", "input_audio_transcription": {"model": MODEL, "language": "en"}},
                   "transcription_session.update")
@@ -134,13 +154,19 @@ def test_unknown_event_types_list_the_supported_ones() -> None:
 # ----------------------------------------------------------------------------- session
 
 
-def run_session(session: Session, pcm: np.ndarray, chunk: int) -> list[dict]:
+def feed(session: Session, pcm: np.ndarray, chunk: int = 1600) -> tuple[list[dict], list[Utterance]]:
     events: list[dict] = []
+    utterances: list[Utterance] = []
     for start in range(0, pcm.size, chunk):
         samples, scores = session.analyse(pcm[start : start + chunk])
-        produced, _ = session.ingest(samples, scores, 0.0)
+        produced, committed = session.ingest(samples, scores, 0.0)
         events += produced
-    return events
+        utterances += committed
+    return events, utterances
+
+
+def run_session(session: Session, pcm: np.ndarray, chunk: int) -> list[dict]:
+    return feed(session, pcm, chunk)[0]
 
 
 def test_server_vad_session_commits_each_sentence(realtime_script: SpokenScript) -> None:
@@ -184,6 +210,65 @@ def test_manual_commit_and_clear(realtime_script: SpokenScript) -> None:
     assert (second.start_ms, second.end_ms, second.previous_item_id) == (1500, 1700, utterance.item_id)
 
 
+def _first_sentence(script: SpokenScript) -> tuple[np.ndarray, int, float, float]:
+    """The script at 16 kHz, a sample in the middle of its first sentence, and where it is spoken."""
+    first = script.segments[0]
+    return script.pcm16(16000), int((first.start_s + first.end_s) / 2 * 16000), first.start_s, first.end_s
+
+
+def test_new_turn_settings_mid_speech_keep_the_turn(realtime_script: SpokenScript) -> None:
+    """A session.update that changes server_vad's settings while someone speaks: the turn goes
+    on under the new ones, one item from its start to its end (none started and never committed)."""
+    pcm, middle, start_s, end_s = _first_sentence(realtime_script)
+    session = Session(SessionConfig(model=MODEL, sample_rate=16000), shared_vad(), 16000, 40.0)
+    before, _ = feed(session, pcm[:middle])
+    assert session.update(replace(session.config, turn_detection=ServerVad(silence_duration_ms=800)), 0.0) == ([], [])
+    after, utterances = feed(session, pcm[middle:])
+    started = [e["item_id"] for e in before + after if e["type"].endswith("speech_started")]
+    assert started == [u.item_id for u in utterances] and len(utterances) == len(realtime_script.segments)
+    assert utterances[0].start_ms / 1000 <= start_s and utterances[0].end_ms / 1000 >= end_s
+
+
+def test_turn_detection_off_mid_speech_leaves_the_turn_to_the_clients_commit(realtime_script: SpokenScript) -> None:
+    pcm, middle, start_s, _ = _first_sentence(realtime_script)
+    session = Session(SessionConfig(model=MODEL, sample_rate=16000), shared_vad(), 16000, 40.0)
+    before, _ = feed(session, pcm[:middle])
+    assert session.update(replace(session.config, turn_detection=None), 0.0) == ([], [])
+    assert feed(session, pcm[middle:]) == ([], [])
+    events, utterance = session.commit(0.0, None)
+    started = [e["item_id"] for e in before if e["type"].endswith("speech_started")]
+    assert started == [utterance.item_id] == [events[0]["item_id"]]
+    assert utterance.start_ms / 1000 <= start_s and utterance.end == pcm.size
+
+
+def test_turn_detection_on_commits_what_the_client_had_appended(realtime_script: SpokenScript) -> None:
+    pcm, middle, start_s, _ = _first_sentence(realtime_script)
+    session = Session(SessionConfig(model=MODEL, sample_rate=16000, turn_detection=None), shared_vad(), 16000, 40.0)
+    feed(session, pcm[:middle])
+    events, utterances = session.update(replace(session.config, turn_detection=ServerVad()), 0.0)
+    assert [e["type"] for e in events] == ["input_audio_buffer.committed"]
+    assert [(u.start, u.end) for u in utterances] == [(0, middle)]
+    _, later = feed(session, pcm[middle:])
+    assert later and later[0].start >= middle and later[0].previous_item_id == utterances[0].item_id
+    # Less than a commit's minimum is not committed (a client could not commit it either).
+    quiet = Session(SessionConfig(model=MODEL, sample_rate=16000, turn_detection=None), shared_vad(), 16000, 40.0)
+    feed(quiet, pcm[:800])
+    assert quiet.update(replace(quiet.config, turn_detection=ServerVad()), 0.0) == ([], [])
+
+
+def test_sample_log_keeps_no_dead_buffer_alive() -> None:
+    """What is left after a discard must not pin the whole buffer it was sliced from (a 40 s
+    utterance's 2.5 MB, held for as long as the next utterance lasts)."""
+    log = SampleLog()
+    for _ in range(100):
+        log.append(np.ones(1000, dtype=np.float32))
+    log.slice(0, 10)  # joins the chunks into one buffer
+    log.discard_before(99_700)
+    kept = log._chunks
+    assert log.size == 300 and sum(c.size for c in kept) == 300
+    assert all(c.base is None or c.base.nbytes <= 2 * c.nbytes for c in kept)
+
+
 def test_sample_log_slices_across_chunks_and_discards() -> None:
     log = SampleLog()
     for value in range(5):
@@ -192,3 +277,80 @@ def test_sample_log_slices_across_chunks_and_discards() -> None:
     log.discard_before(25)
     assert (log.base, log.size) == (25, 25)
     assert log.slice(0, 31).tolist() == [2] * 5 + [3]
+
+
+# ----------------------------------------------------------------------------- per-item failures
+
+
+class _ScriptedTriton:
+    """Each utterance's transcription in turn: text, an upstream error, or a gateway bug."""
+
+    def __init__(self, script: list[str | Exception]) -> None:
+        self.script = script
+
+    async def _texts(self, outcome: str | Exception) -> AsyncIterator[str]:
+        if isinstance(outcome, Exception):
+            raise outcome
+        yield outcome
+
+    def transcribe_stream(self, samples: np.ndarray, max_new_tokens: int) -> AsyncIterator[str]:
+        return self._texts(self.script.pop(0))
+
+
+class _NoPiecePause:
+    async def piece_pause_s(self) -> float | None:
+        return None
+
+
+def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
+    """One error event per failed item, in commit order, the session going on: for an upstream
+    error and for a gateway bug alike (a bug's item once got no event at all). The app runs
+    under uvicorn in this process, with Triton's answers scripted."""
+    import json
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+    from websockets.sync.client import connect
+
+    from gateway.errors import UpstreamError
+    from gateway.metrics import GatewayMetrics
+    from gateway.realtime.connection import RealtimeService
+    from gateway.realtime.routes import router
+    from gateway.settings import Settings
+    from tests.fixtures.ports import free_port
+
+    app = FastAPI()
+    app.include_router(router)
+    triton = _ScriptedTriton(["one", UpstreamError("upstream down"), KeyError("a bug"), "four"])
+    app.state.realtime = RealtimeService(Settings(), triton, GatewayMetrics(), _NoPiecePause())  # type: ignore[arg-type]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tone = base64.b64encode((np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes()).decode()
+        with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", open_timeout=10) as ws:
+            ws.recv(timeout=10)
+            ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}))
+            ws.recv(timeout=10)
+            for _ in range(4):
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": tone}))
+                ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            items: list[str] = []
+            outcomes: list[tuple[int, str]] = []
+            while len(outcomes) < 4:
+                event = json.loads(ws.recv(timeout=30))
+                if event["type"] == "input_audio_buffer.committed":
+                    items.append(event["item_id"])
+                elif event["type"].endswith((".completed", ".failed")):
+                    outcomes.append((items.index(event["item_id"]), event.get("transcript") or event["error"]["code"]))
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert outcomes == [(0, "one"), (1, "upstream_error"), (2, "internal_error"), (3, "four")]

@@ -313,6 +313,11 @@ class _Connection:
             job.results.put_nowait(protocol.transcription_failed(
                 utterance.item_id, exc.message, exc.code, exc.error_type))
             self.metrics.realtime_utterances.labels(outcome="failed").inc()
+        except Exception:  # a gateway bug: this item fails, in order; the session and its other items go on
+            log.exception("realtime utterance %s failed", utterance.item_id)
+            job.results.put_nowait(protocol.transcription_failed(
+                utterance.item_id, "internal server error", "internal_error", "server_error"))
+            self.metrics.realtime_utterances.labels(outcome="failed").inc()
         finally:
             self.pending_samples -= utterance.samples.size
             job.results.put_nowait(None)

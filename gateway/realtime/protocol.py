@@ -91,6 +91,7 @@ class _TurnDetection(_Strict):
     # Conversation-only knobs the SDK's types carry; meaningless without responses.
     create_response: bool | None = None
     interrupt_response: bool | None = None
+    idle_timeout_ms: int | None = Field(default=None, ge=0)  # prompts a model response after silence
 
 
 class _Transcription(_Strict):

@@ -84,7 +84,10 @@ class SampleLog:
                 self._chunks.pop(0)
                 drop -= head.size
             else:
-                self._chunks[0] = head[drop:]
+                rest = head[drop:]
+                owner = rest.base if isinstance(rest.base, np.ndarray) else head
+                # A view pins all of its buffer (a whole utterance after `slice`): copy once it is mostly dead.
+                self._chunks[0] = rest.copy() if 2 * rest.nbytes < owner.nbytes else rest
                 drop = 0
         self.base = index
 
@@ -107,6 +110,9 @@ class Session:
 
     # ------------------------------------------------------------------ configuration
 
+    def _silence_frames(self, silence_ms: int) -> int:
+        return math.ceil(silence_ms / (self._vad.frame * 1000 / self.model_rate))
+
     def _new_detector(self) -> TurnDetector | None:
         vad = self.config.turn_detection
         if vad is None:
@@ -114,7 +120,7 @@ class Session:
         frame_ms = self._vad.frame * 1000 / self.model_rate
         detector = TurnDetector(
             threshold=vad.threshold,
-            silence_frames=math.ceil(vad.silence_duration_ms / frame_ms),
+            silence_frames=self._silence_frames(vad.silence_duration_ms),
             min_speech_frames=math.ceil(_MIN_SPEECH_S * 1000 / frame_ms),
             max_speech_frames=int(self._max_utterance_s * self.model_rate) // self._vad.frame,
         )
@@ -129,11 +135,21 @@ class Session:
             if tail.size:
                 events, utterances = self.ingest(tail, self._vad.feed(tail), now)
             self._resampler = PcmResampler(config.sample_rate, self.model_rate)
-        turn_changed = config.turn_detection != self.config.turn_detection
+        old, new = self.config.turn_detection, config.turn_detection
+        if old is None and new is not None:
+            # Turn detection from now on; what the client appended since its last commit is
+            # committed for it, as its own commit would (none of it is dropped unheard).
+            if self.log.end - max(self.commit_start, self.log.base) >= self._ms_to_samples(protocol.MIN_COMMIT_MS):
+                committed, utterance = self.commit(now, None)
+                events, utterances = events + committed, utterances + [utterance]
         self.config = config
-        if turn_changed:
-            self._current = None
-            self._detector = self._new_detector()
+        if new != old:
+            if old is not None and new is not None and self._detector is not None:
+                # The turn in progress goes on under the new settings.
+                self._detector.retune(threshold=new.threshold, silence_frames=self._silence_frames(new.silence_duration_ms))
+            else:
+                # To manual: the turn in progress (`_current`) is what the client's commit sends.
+                self._detector = self._new_detector()
         return events, utterances
 
     # ------------------------------------------------------------------ audio

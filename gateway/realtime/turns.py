@@ -73,6 +73,12 @@ class TurnDetector:
         self._below = 0
         self._voiced = 0
 
+    def retune(self, *, threshold: float, silence_frames: int) -> None:
+        """New thresholds for the turn in progress (a session.update mid-speech): it goes on."""
+        self.threshold = threshold
+        self.exit_threshold = max(0.01, threshold - _HYSTERESIS)
+        self.silence_frames = max(1, silence_frames)
+
     @property
     def speaking(self) -> bool:
         return self.confirmed
@@ -104,8 +110,10 @@ class TurnDetector:
             self._confirm(events)
             if self.confirmed and self.frame_index - self.start >= self.max_speech_frames:
                 events.append(SpeechEnd(self.frame_index, forced=True))
-                self.start, self._below = self.frame_index, 0
-                events.append(SpeechStart(self.start))
+                # What follows the cut is a turn of its own from here, announced once it has
+                # `min_speech` of its own: a cut in the silence before the turn would have ended
+                # (or one at every window, when the silence is longer than it) commits nothing.
+                self.start, self.confirmed, self._voiced = self.frame_index, False, 0
         return events
 
     def _confirm(self, events: list[TurnEvent]) -> None:
