@@ -126,8 +126,8 @@ class LimitSettings(BaseModel):
         default=7200.0,
         description="Longest decoded audio in seconds; checked while decoding (decode bombs get 413).",
     )
-    piece_seconds: PositiveFloat = Field(
-        default=40.0,
+    piece_seconds: float = Field(
+        default=40.0, ge=1.0,  # gateway.audio.cutting.MIN_PIECE_S
         description="Longest audio piece sent to the model; longer audio is cut at pauses.",
     )
     piece_concurrency: PositiveInt = Field(
@@ -212,7 +212,10 @@ class RealtimeSettings(BaseModel):
 class CaptionSettings(BaseModel):
     """Timed transcripts (`srt`, `vtt`, `verbose_json`): cue-sized audio spans, each transcribed alone."""
 
-    max_cue_s: PositiveFloat = Field(default=7.0, description="Longest subtitle cue / verbose_json segment, seconds.")
+    max_cue_s: float = Field(
+        default=7.0, ge=1.0,  # gateway.audio.cutting.MIN_PIECE_S
+        description="Longest subtitle cue / verbose_json segment, seconds.",
+    )
     line_chars: PositiveInt = Field(default=42, description="Longest subtitle line, characters.")
     lines: PositiveInt = Field(default=2, description="Lines per subtitle cue.")
     pause_s: float = Field(

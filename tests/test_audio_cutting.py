@@ -214,6 +214,18 @@ def test_plan_without_speech_is_empty() -> None:
     assert _plan([], 40.0, 10.0) == []
 
 
+def test_a_pause_of_exactly_max_pause_ends_a_piece() -> None:
+    """"At least `max_pause_s`" ends a piece (the settings' word for it), so a pause the VAD's
+    frames make exactly that long does."""
+    assert _plan([(0, 2), (2.5, 4)], 40.0, 5.0, max_pause_s=0.5, edge_pad_s=0.0) == [(0, 2), (2.5, 4)]
+    assert _plan([(0, 2), (2.4, 4)], 40.0, 5.0, max_pause_s=0.5, edge_pad_s=0.0) == [(0, 4)]
+
+
+def test_a_window_too_short_to_cut_into_is_refused() -> None:
+    with pytest.raises(ValueError, match="too short"):
+        _plan([(0, 1)], 1e-5, 2.0)
+
+
 def test_short_speech_is_one_whole_piece_after_a_prefix_check(utterances, vad: SileroVad) -> None:
     """Audio that fits one window and speaks early: one piece, the whole clip, and the VAD
     scores only the prefix (the gateway's common case, where VAD was most of its CPU)."""

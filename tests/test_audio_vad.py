@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from gateway.audio import SileroVad, VadOptions, decode_audio, has_speech
 from gateway.audio.vad import segments_from_probabilities
 from tests.fixtures.audio import Utterance
-from tests.fixtures.audio.speech import read_audio
+from tests.fixtures.audio.speech import read_audio, synthesize
 
 RATE = 16000
 
@@ -102,6 +104,31 @@ def test_short_dips_do_not_end_speech() -> None:
     probs = [0.9] * 5 + [0.1] * 2 + [0.9] * 5 + [0.1] * 6
     assert _segments(probs, min_silence_s=0.1) == [(0, 12)]  # 0.1 s is 3+ frames
     assert _segments(probs, min_silence_s=0.05) == [(0, 5), (7, 12)]
+
+
+def test_a_lone_short_word_is_speech_but_not_beside_longer_speech() -> None:
+    """A recording of one short word ("hi": 6 frames) is not silence; the same burst next to
+    longer speech is dropped like any other, and a click (2 frames) always is."""
+    opts = VadOptions(min_speech_s=0.25, speech_pad_s=0.0)  # 0.25 s is 8 frames
+    word = np.array([0.0] * 10 + [0.95] * 6 + [0.0] * 20, dtype=np.float32)
+    assert [(s.start // FRAME, s.end // FRAME) for s in segments_from_probabilities(word, FRAME, RATE, word.size * FRAME, opts)] == [(10, 16)]
+    beside = np.concatenate([word, np.full(20, 0.95, dtype=np.float32), np.zeros(20, dtype=np.float32)])
+    found = segments_from_probabilities(beside, FRAME, RATE, beside.size * FRAME, opts)
+    assert [(s.start // FRAME, s.end // FRAME) for s in found] == [(36, 56)]
+    click = np.array([0.0] * 10 + [0.95] * 2 + [0.0] * 20, dtype=np.float32)
+    assert segments_from_probabilities(click, FRAME, RATE, click.size * FRAME, opts) == []
+
+
+def test_a_spoken_short_word_makes_a_piece_and_a_cue(audio_dir: Path, vad: SileroVad) -> None:
+    """"Hi." said briskly (0.33 s of audio, 0.22 s of it speech): once an empty transcript."""
+    from gateway.audio.cue_cutting import CueCutOptions, plan_cues, speech_map
+    from gateway.audio.cutting import split_on_pauses
+
+    samples, rate = read_audio(synthesize("Hi.", audio_dir, words_per_minute=260))
+    bursts = vad.speech_segments(samples, rate, VadOptions(min_speech_s=0.0, speech_pad_s=0.0))
+    assert len(bursts) == 1 and bursts[0].end - bursts[0].start < VadOptions().min_speech_s * rate
+    assert len(split_on_pauses(samples, rate, 40.0, vad=vad)) == 1
+    assert len(plan_cues(speech_map(samples, rate, CueCutOptions(), vad=vad), CueCutOptions())) == 1
 
 
 def test_short_bursts_are_dropped_and_padding_merges() -> None:

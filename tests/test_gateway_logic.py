@@ -246,6 +246,33 @@ def test_split_cue_prefers_an_inner_pause_then_a_quiet_moment_then_none() -> Non
 
 def test_caption_settings_default_to_the_cue_cutters_defaults() -> None:
     assert cue_cut_options(CaptionSettings()) == CueCutOptions()
+    # Windows too short to cut speech into are refused at start-up, as the cutter refuses them.
+    from gateway.audio.cutting import MIN_PIECE_S
+
+    with pytest.raises(ValueError):
+        CaptionSettings(max_cue_s=MIN_PIECE_S * 0.99)
+    with pytest.raises(ValueError):
+        Settings(limits={"piece_seconds": MIN_PIECE_S * 0.99})  # type: ignore[arg-type]
+    assert CaptionSettings(max_cue_s=MIN_PIECE_S).max_cue_s == MIN_PIECE_S
+
+
+def test_padding_never_stretches_a_cue_past_its_longest() -> None:
+    """A client's prefix padding (`edge_pad_s`) is shared out of what `max_cue_s` leaves: 6.8 s of
+    speech padded by 0.3 s a side is a 7 s cue, not 7.4 s."""
+    speech = _speech([(1.0, 7.8), (10.0, 11.0)], 12.0)
+    first, second = plan_cues(speech, CueCutOptions(max_cue_s=7.0, edge_pad_s=0.3))
+    assert (first.start_s, first.end_s) == pytest.approx((0.9, 7.9), abs=1e-3)
+    assert (second.start_s, second.end_s) == pytest.approx((9.7, 11.3), abs=1e-3)
+
+
+def test_split_cue_parts_are_never_shorter_than_min_part_s() -> None:
+    """An inner pause whose middle is far enough from both ends but whose edges are not (a long
+    pause near one end) leaves a part under `min_part_s`: not a place to cut."""
+    speech = _speech([(0.0, 0.4), (2.4, 5.0)], 5.0)
+    whole = plan_cues(speech, CueCutOptions(pause_s=3.0))[0]
+    assert (whole.start_s, whole.end_s) == pytest.approx((0.0, 5.0), abs=1e-3)
+    parts = split_cue(speech, whole, CueCutOptions(min_part_s=1.0))
+    assert parts is None or all(p.duration_s >= 1.0 for p in parts)
 
 
 def test_the_model_hears_a_cue_with_some_of_its_pause() -> None:

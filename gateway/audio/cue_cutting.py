@@ -124,12 +124,14 @@ def plan_cues(speech: SpeechMap, options: CueCutOptions) -> list[Piece]:
         if (span := _speech_span(speech.segments, start, end)) is not None
     ]
     pad = int(options.edge_pad_s * speech.sample_rate)
+    longest = int(options.max_cue_s * speech.sample_rate)
     pieces = []
     for index, (start, end) in enumerate(trimmed):
         low = 0 if index == 0 else (trimmed[index - 1][1] + start) // 2
         high = speech.audio.size if index == len(trimmed) - 1 else (end + trimmed[index + 1][0]) // 2
         start, end = _widened(speech, (start, end), (low, high), options)
-        pieces.append(_piece(speech, max(low, start - pad), min(high, end + pad)))
+        side = min(pad, max(0, longest - (end - start)) // 2)  # the pad never stretches a cue past max_cue_s
+        pieces.append(_piece(speech, max(low, start - side), min(high, end + side)))
     return pieces
 
 
@@ -145,7 +147,7 @@ def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[
     gaps = [
         (after.start - before.end, before.end, after.start)
         for before, after in zip(inner, inner[1:])
-        if earliest <= (before.end + after.start) // 2 <= latest
+        if before.end >= earliest and after.start <= latest  # both parts at least min_part_s
     ]
     if gaps:
         _, left_end, right_start = max(gaps)

@@ -4,7 +4,7 @@ Rules, in order of preference:
 1. A piece never exceeds `max_piece_seconds`.
 2. Cuts fall in pauses between speech segments. Among the pauses in the last part of the
    window (`lookback_fraction`), the longest wins: a sentence break beats a breath.
-3. Pauses longer than `max_pause_s` always end a piece and their silence is dropped (the
+3. Pauses of at least `max_pause_s` always end a piece and their silence is dropped (the
    model sees no long silence to hallucinate on) except `edge_pad_s` on each side; shorter
    pauses are cut in their middle, so neighbouring pieces touch and nothing is lost.
 4. Only speech that runs on longer than a piece without any pause is cut inside speech,
@@ -45,6 +45,7 @@ import numpy as np
 from gateway.audio.vad import SileroVad, SpeechProbability, SpeechSegment, VadOptions, shared_vad
 
 ENERGY_BLOCK_S = 0.01  # energy resolution of cuts inside speech and of cue edges
+MIN_PIECE_S = 1.0  # the shortest window pieces or cues may be cut to
 _CUT_WINDOW_BLOCKS = 4  # a cut inside speech is judged on 40 ms
 
 
@@ -98,8 +99,8 @@ def split_on_pauses(
     if opts.quick_check_s > 0 and 0 < audio.size <= max_piece_seconds * sample_rate and detector.speech_in_prefix(
         audio, sample_rate, opts.quick_check_s, opts.vad
     ):
-        # One piece either way, and speech is certain: scoring the rest would change nothing
-        # but the trimmed edges, and VAD is most of the gateway's CPU on short requests.
+        # Speech is certain and the audio fits one piece: it goes whole, pauses included (rule 6),
+        # unscored; VAD is most of the gateway's CPU on short requests.
         return [Piece(start_s=0.0, end_s=audio.size / sample_rate, samples=audio, start=0, end=audio.size)]
     speech, segments = detector.speech_scores(audio, sample_rate, opts.vad)
     bounds = plan_cuts(
@@ -131,6 +132,8 @@ def plan_cuts(
     the recording's (`background_of`; 0: digital silence)."""
     silent = Silence(opts.silent_db, background, opts.vad.neg_threshold)
     limit = int(max_piece_seconds * sample_rate)
+    if limit < MIN_PIECE_S * sample_rate:  # a window of a few samples would step through speech for ever
+        raise ValueError(f"pieces of {max_piece_seconds:g} s are too short to cut speech into (at least {MIN_PIECE_S:g} s)")
     max_pause = opts.max_pause_s * sample_rate
     lookback = opts.lookback_fraction * limit
     edge = int(opts.edge_pad_s * sample_rate)
@@ -156,12 +159,12 @@ def plan_cuts(
         last = i  # the last segment that fits in this piece
         while (
             last + 1 < len(spans)
-            and spans[last + 1][0] - spans[last][1] <= max_pause
+            and spans[last + 1][0] - spans[last][1] < max_pause
             and spans[last + 1][1] - start <= limit
         ):
             last += 1
         following = last + 1
-        continues = following < len(spans) and spans[following][0] - spans[last][1] <= max_pause
+        continues = following < len(spans) and spans[following][0] - spans[last][1] < max_pause
         if continues:
             # The window is full: choose the pause to cut at, among those ending this window.
             last = _best_pause(spans, i, last, start + limit - lookback)

@@ -188,7 +188,8 @@ def segments_from_probabilities(
     probs: np.ndarray, frame: int, sample_rate: int, n_samples: int, options: VadOptions
 ) -> list[SpeechSegment]:
     """Hysteresis over frame probabilities (silero's rule): enter at `threshold`, leave after
-    `min_silence_s` below `neg_threshold`; drop short bursts; pad and merge overlaps."""
+    `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` (under half of it
+    when there is nothing longer); pad and merge overlaps."""
     min_silence = max(1, round(options.min_silence_s * sample_rate / frame))
     min_speech = options.min_speech_s * sample_rate
     pad = round(options.speech_pad_s * sample_rate)
@@ -209,11 +210,14 @@ def segments_from_probabilities(
             below = 0
     if start is not None:
         raw.append((start, len(probs)))
+    spans = [(first * frame, min(last * frame, n_samples)) for first, last in raw]
+    kept = [(begin, end) for begin, end in spans if end - begin >= min_speech]
+    if not kept:
+        # A recording of one short word ("hi", "yes": 0.15-0.25 s of speech) is not silence:
+        # with no burst long enough, those of half the minimum count.
+        kept = [(begin, end) for begin, end in spans if end - begin >= min_speech / 2]
     merged: list[SpeechSegment] = []
-    for first, last in raw:
-        begin, end = first * frame, min(last * frame, n_samples)
-        if end - begin < min_speech:
-            continue
+    for begin, end in kept:
         begin, end = max(0, begin - pad), min(n_samples, end + pad)
         if merged and begin <= merged[-1].end:
             merged[-1] = SpeechSegment(merged[-1].start, max(end, merged[-1].end))
