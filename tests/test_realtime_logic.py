@@ -8,6 +8,11 @@ process, Triton's answers scripted.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -61,6 +66,19 @@ def test_events_do_not_depend_on_how_frames_are_split() -> None:
     split = detector()
     pieces = [split.push(signal[i : i + 3]) for i in range(0, signal.size, 3)]
     assert [turn for piece in pieces for turn in piece] == whole
+
+
+def test_a_turns_re_cut_hears_speech_at_the_turns_threshold() -> None:
+    """A turn's audio is cut again at pauses by the file path's VAD, at the client's threshold and
+    the detector's exit under it (at the default 0.5, a quiet speaker's turn could hold none)."""
+    from gateway.audio import CutOptions
+    from gateway.realtime.turns import hearing_as
+
+    base = CutOptions()
+    quiet = hearing_as(base, 0.3)
+    probe = detector(threshold=0.3)
+    assert (quiet.vad.threshold, quiet.vad.neg_threshold) == (0.3, probe.exit_threshold)
+    assert dataclasses.replace(quiet, vad=base.vad) == base  # nothing else changes
 
 
 def test_longest_utterance_is_cut_and_speech_goes_on() -> None:
@@ -283,10 +301,12 @@ def test_sample_log_slices_across_chunks_and_discards() -> None:
 
 
 class _ScriptedTriton:
-    """Each utterance's transcription in turn: text, an upstream error, or a gateway bug."""
+    """Each utterance's transcription in turn: text, an upstream error, or a gateway bug; it
+    notes the samples of every call."""
 
     def __init__(self, script: list[str | Exception]) -> None:
         self.script = script
+        self.calls: list[int] = []
 
     async def _texts(self, outcome: str | Exception) -> AsyncIterator[str]:
         if isinstance(outcome, Exception):
@@ -294,6 +314,7 @@ class _ScriptedTriton:
         yield outcome
 
     def transcribe_stream(self, samples: np.ndarray, max_new_tokens: int) -> AsyncIterator[str]:
+        self.calls.append(samples.size)
         return self._texts(self.script.pop(0))
 
 
@@ -302,11 +323,9 @@ class _NoPiecePause:
         return None
 
 
-def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
-    """One error event per failed item, in commit order, the session going on: for an upstream
-    error and for a gateway bug alike (a bug's item once got no event at all). The app runs
-    under uvicorn in this process, with Triton's answers scripted."""
-    import json
+@contextmanager
+def _manual_session(triton: _ScriptedTriton) -> Iterator[Any]:
+    """A realtime session in manual mode at 16 kHz on the app under uvicorn in this process."""
     import threading
     import time
 
@@ -314,7 +333,6 @@ def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
     from fastapi import FastAPI
     from websockets.sync.client import connect
 
-    from gateway.errors import UpstreamError
     from gateway.metrics import GatewayMetrics
     from gateway.realtime.connection import RealtimeService
     from gateway.realtime.routes import router
@@ -323,7 +341,6 @@ def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
 
     app = FastAPI()
     app.include_router(router)
-    triton = _ScriptedTriton(["one", UpstreamError("upstream down"), KeyError("a bug"), "four"])
     app.state.realtime = RealtimeService(Settings(), triton, GatewayMetrics(), _NoPiecePause())  # type: ignore[arg-type]
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -333,24 +350,62 @@ def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
-        tone = base64.b64encode((np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes()).decode()
-        with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", open_timeout=10) as ws:
+        with connect(f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription", open_timeout=10,
+                     max_size=None) as ws:
             ws.recv(timeout=10)
             ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
                 "input": {"format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}))
             ws.recv(timeout=10)
-            for _ in range(4):
-                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": tone}))
-                ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-            items: list[str] = []
-            outcomes: list[tuple[int, str]] = []
-            while len(outcomes) < 4:
-                event = json.loads(ws.recv(timeout=30))
-                if event["type"] == "input_audio_buffer.committed":
-                    items.append(event["item_id"])
-                elif event["type"].endswith((".completed", ".failed")):
-                    outcomes.append((items.index(event["item_id"]), event.get("transcript") or event["error"]["code"]))
+            yield ws
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def _outcomes(ws: Any, count: int) -> list[tuple[int, str]]:
+    """(commit index, transcript or error code) of the next `count` results."""
+    items: list[str] = []
+    outcomes: list[tuple[int, str]] = []
+    while len(outcomes) < count:
+        event = json.loads(ws.recv(timeout=30))
+        if event["type"] == "input_audio_buffer.committed":
+            items.append(event["item_id"])
+        elif event["type"].endswith(".completed"):
+            outcomes.append((items.index(event["item_id"]), event["transcript"]))
+        elif event["type"].endswith(".failed"):
+            outcomes.append((items.index(event["item_id"]), event["error"]["code"]))
+    return outcomes
+
+
+def _append(ws: Any, pcm: np.ndarray) -> None:
+    for start in range(0, pcm.size, 16000 * 10):  # appends of 10 s, under the message limit
+        ws.send(json.dumps({"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(pcm[start : start + 16000 * 10].tobytes()).decode()}))
+
+
+def test_an_item_that_fails_in_any_way_gets_its_failed_event_in_order() -> None:
+    """One error event per failed item, in commit order, the session going on: for an upstream
+    error and for a gateway bug alike (a bug's item once got no event at all)."""
+    from gateway.errors import UpstreamError
+
+    triton = _ScriptedTriton(["one", UpstreamError("upstream down"), KeyError("a bug"), "four"])
+    tone = (np.sin(np.arange(8000) / 5) * 8000).astype("<i2")
+    with _manual_session(triton) as ws:
+        for _ in range(4):
+            _append(ws, tone)
+            ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        outcomes = _outcomes(ws, 4)
     assert outcomes == [(0, "one"), (1, "upstream_error"), (2, "internal_error"), (3, "four")]
+
+
+def test_a_turn_longer_than_a_piece_with_no_speech_found_is_still_transcribed() -> None:
+    """A committed turn over `piece_seconds` is cut at its pauses; where the VAD finds no speech
+    to cut at (a quiet speaker, a low client threshold), it goes in the model's longest pieces:
+    it once came back empty, the model never asked."""
+    triton = _ScriptedTriton(["a", "b"])
+    hum = (np.sin(np.arange(45 * 16000) / 40) * 300).astype("<i2")  # 45 s, no speech to Silero
+    with _manual_session(triton) as ws:
+        _append(ws, hum)
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        outcomes = _outcomes(ws, 1)
+    assert outcomes == [(0, "a b")] and triton.calls == [40 * 16000, 5 * 16000]

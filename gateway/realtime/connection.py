@@ -31,6 +31,7 @@ from gateway.realtime import protocol
 from gateway.realtime.audio_input import decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, SessionConfig
 from gateway.realtime.session import Event, Session, Utterance
+from gateway.realtime.turns import hearing_as
 from gateway.settings import Settings
 from gateway.text_join import DeltaJoiner
 from gateway.transcription import first_error
@@ -327,14 +328,20 @@ class _Connection:
         wants to end a piece (its `piece_pause_s`): cut at pauses first."""
         pieces = [utterance.samples]
         pause_s = await self.service.facts.piece_pause_s()
-        too_long = utterance.samples.size > self.settings.limits.piece_seconds * SAMPLE_RATE
+        longest = int(self.settings.limits.piece_seconds * SAMPLE_RATE)
+        too_long = utterance.samples.size > longest
         if pause_s is not None or too_long:
             options = model_pieces(pause_s)
+            turn = self.session.config.turn_detection
+            if turn is not None:
+                options = hearing_as(options, turn.threshold)
             cut = await anyio.to_thread.run_sync(
                 lambda: split_on_pauses(utterance.samples, SAMPLE_RATE, self.settings.limits.piece_seconds,
                                         options=options))
-            if cut or too_long:  # a turn that fits and the cut finds no speech in: sent whole, as before
+            if cut:
                 pieces = [piece.samples for piece in cut]
+            elif too_long:  # no speech found to cut at: the model's longest pieces, none of the turn dropped
+                pieces = [utterance.samples[i : i + longest] for i in range(0, utterance.samples.size, longest)]
         joiner = DeltaJoiner()
         for samples in pieces:
             joiner.start_piece()

@@ -9,13 +9,26 @@ it has lasted `min_speech`, and ends after `silence_duration_ms` below the exit 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gateway.audio.cutting import CutOptions
 from gateway.audio.vad import SileroVad, VadOptions
 
 _HYSTERESIS = VadOptions().threshold - VadOptions().neg_threshold
+
+
+def exit_threshold(threshold: float) -> float:
+    """Where speech that began at `threshold` ends: the file path's hysteresis, kept above 0."""
+    return max(0.01, threshold - _HYSTERESIS)
+
+
+def hearing_as(options: CutOptions, threshold: float) -> CutOptions:
+    """`options` whose VAD hears speech where a turn detected at `threshold` did (a quiet
+    speaker's low threshold would find no speech at the default one)."""
+    vad = replace(options.vad, threshold=threshold, neg_threshold=exit_threshold(threshold))
+    return replace(options, vad=vad)
 
 
 class StreamingVad:
@@ -63,7 +76,7 @@ class TurnDetector:
     def __init__(self, *, threshold: float, silence_frames: int, min_speech_frames: int,
                  max_speech_frames: int) -> None:
         self.threshold = threshold
-        self.exit_threshold = max(0.01, threshold - _HYSTERESIS)
+        self.exit_threshold = exit_threshold(threshold)
         self.silence_frames = max(1, silence_frames)
         self.min_speech_frames = max(1, min_speech_frames)
         self.max_speech_frames = max(self.min_speech_frames + 1, max_speech_frames)
@@ -76,7 +89,7 @@ class TurnDetector:
     def retune(self, *, threshold: float, silence_frames: int) -> None:
         """New thresholds for the turn in progress (a session.update mid-speech): it goes on."""
         self.threshold = threshold
-        self.exit_threshold = max(0.01, threshold - _HYSTERESIS)
+        self.exit_threshold = exit_threshold(threshold)
         self.silence_frames = max(1, silence_frames)
 
     @property
