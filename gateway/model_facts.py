@@ -61,6 +61,14 @@ def check_settings(facts: ModelFacts, settings: Settings) -> None:
             f"GATEWAY_LIMITS__PIECE_SECONDS={piece:g} is above the {facts.max_audio_seconds:g} s that "
             f"{facts.model} takes (its export's --max-audio-seconds): set it to at most {facts.max_audio_seconds:g}"
         )
+    captions = settings.captions
+    heard = captions.max_cue_s + 2 * captions.model_pad_s  # a cue and the pause the model hears around it
+    if heard > facts.max_audio_seconds:
+        raise ModelMismatchError(
+            f"GATEWAY_CAPTIONS__MAX_CUE_S={captions.max_cue_s:g} with GATEWAY_CAPTIONS__MODEL_PAD_S="
+            f"{captions.model_pad_s:g} on each side sends {heard:g} s a cue, above the {facts.max_audio_seconds:g} s "
+            f"that {facts.model} takes: lower them"
+        )
     if facts.sample_rate != SAMPLE_RATE:
         raise ModelMismatchError(
             f"{facts.model} takes {facts.sample_rate} Hz audio; this gateway sends {SAMPLE_RATE} Hz"

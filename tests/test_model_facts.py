@@ -44,6 +44,14 @@ def test_pieces_longer_than_the_model_takes_are_refused() -> None:
         check_settings(ModelFacts("canary_qwen", 40.0, 8000), _settings())
 
 
+def test_cues_longer_than_the_model_takes_are_refused() -> None:
+    """A cue's audio is the cue and up to `model_pad_s` of pause on each side."""
+    facts = ModelFacts("canary_qwen", 8.0, SAMPLE_RATE)
+    check_settings(facts, Settings(limits=LimitSettings(piece_seconds=8.0)))  # 7 s cues + 2 x 0.3 s
+    with pytest.raises(ModelMismatchError, match=r"GATEWAY_CAPTIONS__MAX_CUE_S=7.5 .* sends 8.1 s a cue"):
+        check_settings(facts, Settings(limits=LimitSettings(piece_seconds=8.0), captions={"max_cue_s": 7.5}))  # type: ignore[arg-type]
+
+
 async def test_readiness_stays_false_with_the_reason_when_learned_late() -> None:
     """Triton down at start-up: the first ready answer triggers the check."""
     fetched: list[str] = []
