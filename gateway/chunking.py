@@ -32,7 +32,6 @@ from gateway.errors import BadRequestError
 from gateway.protocol import ServerVadChunking, TranscriptionForm
 
 _PARAM = "chunking_strategy"
-_NEG_THRESHOLD_GAP = 0.15  # silero: speech ends below threshold - 0.15
 
 
 @dataclass(frozen=True)
@@ -118,9 +117,7 @@ def chunking_options(
 
 def _tuned(vad: VadOptions, strategy: ServerVadChunking) -> VadOptions:
     if strategy.threshold is not None:
-        vad = dataclasses.replace(
-            vad, threshold=strategy.threshold, neg_threshold=max(0.01, strategy.threshold - _NEG_THRESHOLD_GAP)
-        )
+        vad = vad.at_threshold(strategy.threshold)
     if strategy.silence_duration_ms is not None:
         vad = _seeing(vad, strategy.silence_duration_ms / 1000)
     return vad

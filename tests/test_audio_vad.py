@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.audio import SileroVad, VadOptions, decode_audio, has_speech
-from gateway.audio.vad import segments_from_probabilities
+from gateway.audio.vad import LONE_WORD_AUDIO_S, segments_from_probabilities
 from tests.fixtures.audio import Utterance
 from tests.fixtures.audio.speech import read_audio, synthesize
 
@@ -107,8 +107,9 @@ def test_short_dips_do_not_end_speech() -> None:
 
 
 def test_a_lone_short_word_is_speech_but_not_beside_longer_speech() -> None:
-    """A recording of one short word ("hi": 6 frames) is not silence; the same burst next to
-    longer speech is dropped like any other, and a click (2 frames) always is."""
+    """A short recording of one short word ("hi": 6 frames) is not silence; the same burst next
+    to longer speech, or in a long recording, is dropped like any other, and a click (2 frames)
+    always is."""
     opts = VadOptions(min_speech_s=0.25, speech_pad_s=0.0)  # 0.25 s is 8 frames
     word = np.array([0.0] * 10 + [0.95] * 6 + [0.0] * 20, dtype=np.float32)
     assert [(s.start // FRAME, s.end // FRAME) for s in segments_from_probabilities(word, FRAME, RATE, word.size * FRAME, opts)] == [(10, 16)]
@@ -117,6 +118,9 @@ def test_a_lone_short_word_is_speech_but_not_beside_longer_speech() -> None:
     assert [(s.start // FRAME, s.end // FRAME) for s in found] == [(36, 56)]
     click = np.array([0.0] * 10 + [0.95] * 2 + [0.0] * 20, dtype=np.float32)
     assert segments_from_probabilities(click, FRAME, RATE, click.size * FRAME, opts) == []
+    # In longer audio such a burst is a cough or a click, and the model would put words to it.
+    long = np.concatenate([word, np.zeros(int(LONE_WORD_AUDIO_S * RATE / FRAME), dtype=np.float32)])
+    assert segments_from_probabilities(long, FRAME, RATE, long.size * FRAME, opts) == []
 
 
 def test_a_spoken_short_word_makes_a_piece_and_a_cue(audio_dir: Path, vad: SileroVad) -> None:

@@ -265,14 +265,18 @@ def test_padding_never_stretches_a_cue_past_its_longest() -> None:
     assert (second.start_s, second.end_s) == pytest.approx((9.7, 11.3), abs=1e-3)
 
 
-def test_split_cue_parts_are_never_shorter_than_min_part_s() -> None:
-    """An inner pause whose middle is far enough from both ends but whose edges are not (a long
-    pause near one end) leaves a part under `min_part_s`: not a place to cut."""
-    speech = _speech([(0.0, 0.4), (2.4, 5.0)], 5.0)
+def test_split_cue_never_cuts_off_a_part_under_min_part_s() -> None:
+    """A pause whose middle is far enough from both ends but whose edge is not (a long pause near
+    one end) would leave a part under `min_part_s` (before its quiet edges are trimmed): the
+    cut takes the shorter pause that leaves both parts long enough, or none."""
+    speech = _speech([(0.0, 0.4), (1.8, 3.0), (3.4, 5.0)], 5.0)
     whole = plan_cues(speech, CueCutOptions(pause_s=3.0))[0]
     assert (whole.start_s, whole.end_s) == pytest.approx((0.0, 5.0), abs=1e-3)
     parts = split_cue(speech, whole, CueCutOptions(min_part_s=1.0))
-    assert parts is None or all(p.duration_s >= 1.0 for p in parts)
+    assert parts is not None
+    assert (parts[0].end_s, parts[1].start_s) == pytest.approx((3.0, 3.4), abs=1e-3)
+    lone = _speech([(0.0, 0.4), (2.4, 5.0)], 5.0)
+    assert split_cue(lone, plan_cues(lone, CueCutOptions(pause_s=3.0))[0], CueCutOptions(min_part_s=1.0)) is None
 
 
 def test_the_model_hears_a_cue_with_some_of_its_pause() -> None:

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gateway.audio.vad import SileroVad, shared_vad
+from gateway.audio.vad import SileroVad, VadOptions, shared_vad
 from gateway.realtime import protocol
 from gateway.realtime.audio_input import PcmResampler, decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, ServerVad, SessionConfig
@@ -68,23 +68,23 @@ def test_events_do_not_depend_on_how_frames_are_split() -> None:
     assert [turn for piece in pieces for turn in piece] == whole
 
 
-def test_a_turns_re_cut_hears_speech_at_the_turns_threshold() -> None:
-    """A turn's audio is cut again at pauses by the file path's VAD, at the client's threshold and
-    the detector's exit under it (at the default 0.5, a quiet speaker's turn could hold none)."""
-    from gateway.audio import CutOptions
-    from gateway.realtime.turns import hearing_as
-
-    base = CutOptions()
-    quiet = hearing_as(base, 0.3)
-    probe = detector(threshold=0.3)
-    assert (quiet.vad.threshold, quiet.vad.neg_threshold) == (0.3, probe.exit_threshold)
-    assert dataclasses.replace(quiet, vad=base.vad) == base  # nothing else changes
+def test_the_detector_ends_speech_where_the_file_path_does() -> None:
+    """The same hysteresis as the file path's VAD at any threshold (the re-cut of a turn uses it)."""
+    for threshold in (0.5, 0.3, 0.1):
+        assert detector(threshold=threshold).exit_threshold == VadOptions().at_threshold(threshold).neg_threshold
+    assert VadOptions().at_threshold(0.5) == VadOptions()
 
 
 def test_longest_utterance_is_cut_and_speech_goes_on() -> None:
     turns = detector(max_speech_frames=10).push(probs((0.9, 25), (0.0, 5)))
     assert turns == [SpeechStart(0), SpeechEnd(10, forced=True), SpeechStart(10),
                      SpeechEnd(20, forced=True), SpeechStart(20), SpeechEnd(25)]
+
+
+def test_speech_just_past_the_cut_is_a_turn_however_short() -> None:
+    """Cut mid-speech: the rest is announced at once, so 2 frames of it are still committed."""
+    turns = detector(max_speech_frames=10).push(probs((0.9, 12), (0.0, 10)))
+    assert turns == [SpeechStart(0), SpeechEnd(10, forced=True), SpeechStart(10), SpeechEnd(12)]
 
 
 def test_a_cut_in_the_silence_after_speech_commits_no_silent_turn() -> None:
@@ -245,6 +245,18 @@ def test_new_turn_settings_mid_speech_keep_the_turn(realtime_script: SpokenScrip
     started = [e["item_id"] for e in before + after if e["type"].endswith("speech_started")]
     assert started == [u.item_id for u in utterances] and len(utterances) == len(realtime_script.segments)
     assert utterances[0].start_ms / 1000 <= start_s and utterances[0].end_ms / 1000 >= end_s
+
+
+def test_each_utterance_carries_the_threshold_that_found_it(realtime_script: SpokenScript) -> None:
+    """A turn is cut again at pauses where its own detector heard speech, whatever the session's
+    settings are by the time it is transcribed; a client's commit carries none."""
+    session = Session(SessionConfig(model=MODEL, sample_rate=16000, turn_detection=ServerVad(threshold=0.4)),
+                      shared_vad(), 16000, 40.0)
+    _, utterances = feed(session, realtime_script.pcm16(16000))
+    assert utterances and {u.vad_threshold for u in utterances} == {0.4}
+    session.update(replace(session.config, turn_detection=None), 0.0)
+    feed(session, realtime_script.pcm16(16000)[:8000])
+    assert session.commit(0.0, None)[1].vad_threshold is None
 
 
 def test_turn_detection_off_mid_speech_leaves_the_turn_to_the_clients_commit(realtime_script: SpokenScript) -> None:
@@ -408,4 +420,4 @@ def test_a_turn_longer_than_a_piece_with_no_speech_found_is_still_transcribed() 
         _append(ws, hum)
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         outcomes = _outcomes(ws, 1)
-    assert outcomes == [(0, "a b")] and triton.calls == [40 * 16000, 5 * 16000]
+    assert outcomes == [(0, "a b")] and triton.calls == [45 * 16000 // 2] * 2  # even pieces, none tiny

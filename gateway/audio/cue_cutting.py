@@ -147,7 +147,7 @@ def split_cue(speech: SpeechMap, piece: Piece, options: CueCutOptions) -> tuple[
     gaps = [
         (after.start - before.end, before.end, after.start)
         for before, after in zip(inner, inner[1:])
-        if before.end >= earliest and after.start <= latest  # both parts at least min_part_s
+        if before.end >= earliest and after.start <= latest  # both parts span min_part_s, before trimming
     ]
     if gaps:
         _, left_end, right_start = max(gaps)

@@ -69,7 +69,7 @@ class CutOptions:
     """How pauses are chosen; the defaults suit 40 s model windows."""
 
     vad: VadOptions = field(default_factory=VadOptions)
-    max_pause_s: float = 3.0  # a longer pause always ends a piece; its silence is dropped
+    max_pause_s: float = 3.0  # a pause at least this long always ends a piece; its silence is dropped
     lookback_fraction: float = 0.5  # cut at the longest pause in this last part of the window
     fallback_search_s: float = 5.0  # continuous speech: cut in this last stretch of the window (rule 4)
     edge_pad_s: float = 0.3  # silence kept before and after speech where a long pause is dropped

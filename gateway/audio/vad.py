@@ -15,6 +15,8 @@ CPU-bound and blocking: async callers run it in a worker thread.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -64,9 +66,20 @@ class VadOptions:
 
     threshold: float = 0.5  # probability that starts speech
     neg_threshold: float = 0.35  # probability below which speech may end (hysteresis)
-    min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, breaths)
+    min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, breaths), but for a lone word (LONE_WORD_AUDIO_S)
     min_silence_s: float = 0.1  # shorter dips do not end speech
     speech_pad_s: float = 0.1  # added on both sides of each segment, so word edges survive
+
+    def at_threshold(self, threshold: float) -> VadOptions:
+        """These options starting speech at `threshold`, ending it the same hysteresis under it."""
+        gap = VadOptions.threshold - VadOptions.neg_threshold
+        return dataclasses.replace(self, threshold=threshold, neg_threshold=max(0.01, threshold - gap))
+
+
+# Audio this short whose only speech is a burst under min_speech_s is one short word ("hi",
+# "yes": 0.15-0.25 s of speech), not silence; bursts of half the minimum count there. In longer
+# audio such bursts are coughs and clicks, and the model would put words to them.
+LONE_WORD_AUDIO_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -189,7 +202,7 @@ def segments_from_probabilities(
 ) -> list[SpeechSegment]:
     """Hysteresis over frame probabilities (silero's rule): enter at `threshold`, leave after
     `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` (under half of it
-    when there is nothing longer); pad and merge overlaps."""
+    in audio of a lone short word, LONE_WORD_AUDIO_S); pad and merge overlaps."""
     min_silence = max(1, round(options.min_silence_s * sample_rate / frame))
     min_speech = options.min_speech_s * sample_rate
     pad = round(options.speech_pad_s * sample_rate)
@@ -212,9 +225,7 @@ def segments_from_probabilities(
         raw.append((start, len(probs)))
     spans = [(first * frame, min(last * frame, n_samples)) for first, last in raw]
     kept = [(begin, end) for begin, end in spans if end - begin >= min_speech]
-    if not kept:
-        # A recording of one short word ("hi", "yes": 0.15-0.25 s of speech) is not silence:
-        # with no burst long enough, those of half the minimum count.
+    if not kept and n_samples <= LONE_WORD_AUDIO_S * sample_rate:
         kept = [(begin, end) for begin, end in spans if end - begin >= min_speech / 2]
     merged: list[SpeechSegment] = []
     for begin, end in kept:

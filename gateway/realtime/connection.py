@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
 import anyio
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from canary_qwen.mel import SAMPLE_RATE  # the model's input rate
@@ -31,7 +34,6 @@ from gateway.realtime import protocol
 from gateway.realtime.audio_input import decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, SessionConfig
 from gateway.realtime.session import Event, Session, Utterance
-from gateway.realtime.turns import hearing_as
 from gateway.settings import Settings
 from gateway.text_join import DeltaJoiner
 from gateway.transcription import first_error
@@ -332,16 +334,15 @@ class _Connection:
         too_long = utterance.samples.size > longest
         if pause_s is not None or too_long:
             options = model_pieces(pause_s)
-            turn = self.session.config.turn_detection
-            if turn is not None:
-                options = hearing_as(options, turn.threshold)
+            if utterance.vad_threshold is not None:  # speech where the turn heard it, not at the default
+                options = replace(options, vad=options.vad.at_threshold(utterance.vad_threshold))
             cut = await anyio.to_thread.run_sync(
                 lambda: split_on_pauses(utterance.samples, SAMPLE_RATE, self.settings.limits.piece_seconds,
                                         options=options))
             if cut:
                 pieces = [piece.samples for piece in cut]
-            elif too_long:  # no speech found to cut at: the model's longest pieces, none of the turn dropped
-                pieces = [utterance.samples[i : i + longest] for i in range(0, utterance.samples.size, longest)]
+            elif too_long:  # no speech found to cut at: even pieces a model takes, none of the turn dropped
+                pieces = np.array_split(utterance.samples, math.ceil(utterance.samples.size / longest))
         joiner = DeltaJoiner()
         for samples in pieces:
             joiner.start_piece()

@@ -37,6 +37,7 @@ class Utterance:
     end: int
     ended_at: float  # monotonic time at which it ended (VAD stop or client commit)
     sample_rate: int
+    vad_threshold: float | None = None  # server_vad's threshold when it was committed (None: manual)
 
     def ms(self, sample: int) -> int:
         return int(round(sample * 1000 / self.sample_rate))
@@ -139,7 +140,7 @@ class Session:
         if old is None and new is not None:
             # Turn detection from now on; what the client appended since its last commit is
             # committed for it, as its own commit would (none of it is dropped unheard).
-            if self.log.end - max(self.commit_start, self.log.base) >= self._ms_to_samples(protocol.MIN_COMMIT_MS):
+            if self._ms(self.log.end - max(self.commit_start, self.log.base)) >= protocol.MIN_COMMIT_MS:
                 committed, utterance = self.commit(now, None)
                 events, utterances = events + committed, utterances + [utterance]
         self.config = config
@@ -224,8 +225,9 @@ class Session:
     # ------------------------------------------------------------------ helpers
 
     def _cut(self, item_id: str, start: int, end: int, now: float) -> Utterance:
+        turns = self.config.turn_detection
         utterance = Utterance(item_id, self._last_item, self.log.slice(start, end), start, end, now,
-                              self.model_rate)
+                              self.model_rate, turns.threshold if turns is not None else None)
         self._last_item = item_id
         self._current = None
         self.commit_start = end

@@ -9,27 +9,11 @@ it has lasted `min_speech`, and ends after `silence_duration_ms` below the exit 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from gateway.audio.cutting import CutOptions
 from gateway.audio.vad import SileroVad, VadOptions
-
-_HYSTERESIS = VadOptions().threshold - VadOptions().neg_threshold
-
-
-def exit_threshold(threshold: float) -> float:
-    """Where speech that began at `threshold` ends: the file path's hysteresis, kept above 0."""
-    return max(0.01, threshold - _HYSTERESIS)
-
-
-def hearing_as(options: CutOptions, threshold: float) -> CutOptions:
-    """`options` whose VAD hears speech where a turn detected at `threshold` did (a quiet
-    speaker's low threshold would find no speech at the default one)."""
-    vad = replace(options.vad, threshold=threshold, neg_threshold=exit_threshold(threshold))
-    return replace(options, vad=vad)
-
 
 class StreamingVad:
     """Speech probability of each complete 32 ms frame, as samples arrive (blocking)."""
@@ -64,7 +48,7 @@ class SpeechStart:
 @dataclass(frozen=True)
 class SpeechEnd:
     frame: int  # first frame after the speech (exclusive end)
-    forced: bool = False  # cut at the longest utterance, speech goes on
+    forced: bool = False  # cut at the longest utterance
 
 
 TurnEvent = SpeechStart | SpeechEnd
@@ -76,7 +60,7 @@ class TurnDetector:
     def __init__(self, *, threshold: float, silence_frames: int, min_speech_frames: int,
                  max_speech_frames: int) -> None:
         self.threshold = threshold
-        self.exit_threshold = exit_threshold(threshold)
+        self.exit_threshold = VadOptions().at_threshold(threshold).neg_threshold
         self.silence_frames = max(1, silence_frames)
         self.min_speech_frames = max(1, min_speech_frames)
         self.max_speech_frames = max(self.min_speech_frames + 1, max_speech_frames)
@@ -89,7 +73,7 @@ class TurnDetector:
     def retune(self, *, threshold: float, silence_frames: int) -> None:
         """New thresholds for the turn in progress (a session.update mid-speech): it goes on."""
         self.threshold = threshold
-        self.exit_threshold = exit_threshold(threshold)
+        self.exit_threshold = VadOptions().at_threshold(threshold).neg_threshold
         self.silence_frames = max(1, silence_frames)
 
     @property
@@ -123,10 +107,14 @@ class TurnDetector:
             self._confirm(events)
             if self.confirmed and self.frame_index - self.start >= self.max_speech_frames:
                 events.append(SpeechEnd(self.frame_index, forced=True))
-                # What follows the cut is a turn of its own from here, announced once it has
-                # `min_speech` of its own: a cut in the silence before the turn would have ended
-                # (or one at every window, when the silence is longer than it) commits nothing.
-                self.start, self.confirmed, self._voiced = self.frame_index, False, 0
+                self.start, self._voiced = self.frame_index, 0
+                if self._below:
+                    # Cut in the silence the turn was waiting out: what follows is a turn once it
+                    # has `min_speech` of its own (else a silent turn, and one at every window
+                    # when the silence is longer than it).
+                    self.confirmed = False
+                else:  # cut mid-speech: the rest is a turn at once, however short
+                    events.append(SpeechStart(self.start))
         return events
 
     def _confirm(self, events: list[TurnEvent]) -> None:
