@@ -15,11 +15,9 @@ CPU-bound and blocking: async callers run it in a worker thread.
 
 from __future__ import annotations
 
-import dataclasses
-
 import importlib.util
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +71,7 @@ class VadOptions:
     def at_threshold(self, threshold: float) -> VadOptions:
         """These options starting speech at `threshold`, ending it the same hysteresis under it."""
         gap = VadOptions.threshold - VadOptions.neg_threshold
-        return dataclasses.replace(self, threshold=threshold, neg_threshold=max(0.01, threshold - gap))
+        return replace(self, threshold=threshold, neg_threshold=max(0.01, threshold - gap))
 
 
 # Audio this short whose only speech is a burst under min_speech_s is one short word ("hi",
