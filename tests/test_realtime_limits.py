@@ -119,6 +119,28 @@ async def test_session_length_is_bounded(limited_gateway: GatewayProcess) -> Non
     assert SESSION_S * 0.9 <= time.monotonic() - started <= SESSION_S + 5
 
 
+async def test_what_was_committed_is_still_sent_when_the_session_ends(limited_gateway: GatewayProcess) -> None:
+    """Utterances committed just before the session's time is up are still transcribed and
+    their results sent, before the `session_expired` error (they were cancelled unsent)."""
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        await ws.recv()
+        started = time.monotonic()
+        await ws.send(json.dumps(MANUAL))
+        while (left := started + SESSION_S - 0.3 - time.monotonic()) > 0:  # never idle until then
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            await asyncio.sleep(min(left, IDLE_S / 3))
+        for _ in range(3):  # 0.5 s each, in 0.25 s appends (under the 16 kB message limit)
+            for _ in range(2):
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events, code = await _closed_with(ws, 60)
+    assert code == 1008 and events[-1]["error"]["code"] == "session_expired"
+    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    done = [e["item_id"] for e in events if e["type"].endswith(("transcription.completed", "transcription.failed"))]
+    assert len(committed) == 3 and done == committed
+
+
 async def test_audio_faster_than_it_can_be_transcribed_is_bounded(limited_gateway: GatewayProcess) -> None:
     """Appends past the buffered-audio limit (never committed here): error, then close 1008."""
     await _no_session_open(limited_gateway)

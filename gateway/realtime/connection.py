@@ -47,6 +47,7 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL = 1011
 _FLUSH_TIMEOUT_S = 2.0
+_DRAIN_S = 30.0  # at the session's end, how long the results of committed audio may still take
 
 
 class CloseSession(Exception):
@@ -184,16 +185,12 @@ class _Connection:
     async def run(self) -> str:
         self.send(protocol.session_created(self.session.id, self.session.config, self.beta))
         jobs: list[_Job] = []
+        ends_at = time.monotonic() + self.limits.max_session_s
         try:
-            with anyio.fail_after(self.limits.max_session_s):
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._writer())
-                    group.create_task(self._emitter())
-                    group.create_task(self._reader(jobs))
-        except TimeoutError:
-            await self._close(_limit_error(
-                f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"))
-            return "session_expired"
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._writer())
+                group.create_task(self._emitter())
+                group.create_task(self._reader(jobs, ends_at))
         except BaseExceptionGroup as group_error:
             error = first_error(group_error)
             if isinstance(error, WebSocketDisconnect):
@@ -232,13 +229,22 @@ class _Connection:
 
     # ------------------------------------------------------------------ reader
 
-    async def _reader(self, jobs: list[_Job]) -> None:
+    async def _reader(self, jobs: list[_Job], ends_at: float) -> None:
         while True:
+            left = ends_at - time.monotonic()
             try:
-                with anyio.fail_after(self.limits.idle_timeout_s):
+                with anyio.fail_after(max(0.0, min(left, self.limits.idle_timeout_s))):
                     message = await self.websocket.receive()
             except TimeoutError:
-                raise _limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout") from None
+                if left > self.limits.idle_timeout_s:
+                    raise _limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout") from None
+                # The session's time is up: nothing more is read, but what was committed is still
+                # transcribed and sent (bounded), then the error and the close.
+                with anyio.move_on_after(_DRAIN_S):
+                    await self.jobs.join()
+                raise _limit_error(
+                    f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"
+                ) from None
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
@@ -364,3 +370,4 @@ class _Connection:
                 if event["type"].endswith(".completed"):
                     self.metrics.realtime_transcript_latency.observe(time.monotonic() - job.utterance.ended_at)
                 self.send(event)
+            self.jobs.task_done()
