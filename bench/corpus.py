@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from canary_qwen.mel import SAMPLE_RATE
+LOUD = 0.01  # a sample above this (full scale 1) is sound: espeak-ng's pauses are digital silence
 VOICE = "en-us"
 WORDS_PER_MINUTE = 160
 # 16 utterances, one full wave at concurrency 16: word counts from about 3 s to 30 s of speech.
@@ -104,3 +105,9 @@ def build_corpus(out_dir: Path) -> list[Clip]:
             raise RuntimeError(f"{target}: sox wrote {rate} Hz")
         clips.append(Clip(f"utt{index:02d}", text, samples, target.read_bytes(), source))
     return clips
+
+
+def audible(samples: np.ndarray) -> slice:
+    """From the first to the last loud sample (empty without one): a clip trimmed to its sound."""
+    loud = np.flatnonzero(np.abs(samples) > LOUD)
+    return slice(int(loud[0]), int(loud[-1]) + 1) if loud.size else slice(0, 0)

@@ -33,14 +33,13 @@ from pydantic_settings import SettingsConfigDict
 
 from bench import report
 from bench.clients import MODEL_ID
-from bench.corpus import SAMPLE_RATE, Clip, build_corpus
+from bench.corpus import SAMPLE_RATE, Clip, audible, build_corpus
 from bench.servers import gateway, triton
 from bench.settings import CommandSettings
 from bench.stats import percentile
 
 log = logging.getLogger("bench.cues")
 
-_AUDIBLE = 0.01  # amplitude that counts as sound when trimming clips to their extent
 _PAUSES_S = (0.5, 0.8, 1.2, 2.0)
 _SEED = 12
 
@@ -87,11 +86,6 @@ class Cue:
     lines: tuple[str, ...]
 
 
-def audible(samples: np.ndarray) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(samples) > _AUDIBLE)
-    return samples[loud[0] : loud[-1] + 1] if loud.size else samples[:0]
-
-
 def lay_out(clips: Sequence[Clip], rounds: int, seed: int = _SEED) -> tuple[np.ndarray, tuple[Utterance, ...]]:
     """Clips trimmed to their audible extent, separated by pauses of known length."""
     rng = np.random.default_rng(seed)
@@ -100,7 +94,7 @@ def lay_out(clips: Sequence[Clip], rounds: int, seed: int = _SEED) -> tuple[np.n
     position = parts[0].size
     for _ in range(rounds):
         for clip in clips:
-            speech = audible(clip.samples)
+            speech = clip.samples[audible(clip.samples)]
             utterances.append(Utterance(position / SAMPLE_RATE, (position + speech.size) / SAMPLE_RATE, clip.text))
             pause = np.zeros(int(float(rng.choice(_PAUSES_S)) * SAMPLE_RATE), dtype=np.float32)
             parts += [speech, pause]

@@ -47,6 +47,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bench import report
 from bench.clients import MODEL_ID
+from bench.corpus import LOUD, audible
 from bench.realtime import SessionResult, stream_of, stream_session
 from bench.servers import gateway, triton
 from bench.settings import CommandSettings
@@ -72,7 +73,6 @@ class WerSettings(CommandSettings):
     )
 
 
-LOUD = 0.01  # a sample above this (full scale 1) is sound: espeak-ng's pauses are silent
 # The silence espeak-ng's command line writes after the speech (0.34-0.35 s) and its library does
 # not: the demo model loops on a clip that stops as its last word does (short-clip WER 1.16
 # against 0.44 with it, 2026-12-06), so the clips end as the files espeak-ng writes end.
@@ -151,12 +151,6 @@ def short_clips(settings: WerSettings) -> list[Clip]:
     return clips
 
 
-def audible(clip: Clip) -> np.ndarray:
-    """The clip from its first to its last loud sample."""
-    loud = np.flatnonzero(np.abs(clip.samples) > LOUD)
-    return clip.samples[loud[0] : loud[-1] + 1]
-
-
 @dataclass(frozen=True)
 class LongRecording:
     samples: np.ndarray
@@ -172,9 +166,10 @@ def long_recording(clips: list[Clip], minutes: float, seed: int) -> LongRecordin
     pool = [c for c in clips if c.voice != REFERENCE_VOICE]
     while at < minutes * 60 * SAMPLE_RATE:
         clip = pool[int(rng.integers(len(pool)))]
-        speech = audible(clip)
+        sound = audible(clip.samples)
+        speech = clip.samples[sound]
         pause = np.zeros(int(rng.uniform(0.4, 1.5) * SAMPLE_RATE), dtype=np.float32)
-        shift = (at - int(np.flatnonzero(np.abs(clip.samples) > LOUD)[0])) / SAMPLE_RATE
+        shift = (at - sound.start) / SAMPLE_RATE
         words += [(a + shift, b + shift) for a, b in clip.words]
         texts.append(clip.text)
         parts += [speech, pause]
@@ -241,7 +236,9 @@ def realtime_groups(clips: list[Clip], sessions: int) -> list[list[Clip]]:
 
 async def _realtime(base_url: str, groups: list[list[Clip]]) -> list[SessionResult]:
     url = base_url.replace("http://", "ws://", 1) + "/v1/realtime?intent=transcription"
-    streams = [stream_of([audible(c) for c in group], REALTIME_GAP_S, REALTIME_CHUNK_MS) for group in groups]
+    streams = [
+        stream_of([c.samples[audible(c.samples)] for c in group], REALTIME_GAP_S, REALTIME_CHUNK_MS) for group in groups
+    ]
     stagger = REALTIME_GAP_S / len(streams)  # turns of different sessions do not all end at once
     return list(await asyncio.gather(*(
         stream_session(url, {}, stream, REALTIME_SILENCE_MS, i * stagger) for i, stream in enumerate(streams))))

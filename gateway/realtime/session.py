@@ -111,18 +111,18 @@ class Session:
 
     # ------------------------------------------------------------------ configuration
 
-    def _silence_frames(self, silence_ms: int) -> int:
-        return math.ceil(silence_ms / (self._vad.frame * 1000 / self.model_rate))
+    def _frames(self, ms: float) -> int:
+        """VAD frames that cover `ms` milliseconds."""
+        return math.ceil(ms / (self._vad.frame * 1000 / self.model_rate))
 
     def _new_detector(self) -> TurnDetector | None:
         vad = self.config.turn_detection
         if vad is None:
             return None
-        frame_ms = self._vad.frame * 1000 / self.model_rate
         detector = TurnDetector(
             threshold=vad.threshold,
-            silence_frames=self._silence_frames(vad.silence_duration_ms),
-            min_speech_frames=math.ceil(_MIN_SPEECH_S * 1000 / frame_ms),
+            silence_frames=self._frames(vad.silence_duration_ms),
+            min_speech_frames=self._frames(_MIN_SPEECH_S * 1000),
             max_speech_frames=int(self._max_utterance_s * self.model_rate) // self._vad.frame,
         )
         detector.frame_index = self.log.end // self._vad.frame
@@ -140,14 +140,14 @@ class Session:
         if old is None and new is not None:
             # Turn detection from now on; what the client appended since its last commit is
             # committed for it, as its own commit would (none of it is dropped unheard).
-            if self._ms(self.log.end - max(self.commit_start, self.log.base)) >= protocol.MIN_COMMIT_MS:
+            if self._ms(self.log.end - self._open_item()[1]) >= protocol.MIN_COMMIT_MS:
                 committed, utterance = self.commit(now, None)
                 events, utterances = events + committed, utterances + [utterance]
         self.config = config
         if new != old:
             if old is not None and new is not None and self._detector is not None:
                 # The turn in progress goes on under the new settings.
-                self._detector.retune(threshold=new.threshold, silence_frames=self._silence_frames(new.silence_duration_ms))
+                self._detector.retune(threshold=new.threshold, silence_frames=self._frames(new.silence_duration_ms))
             else:
                 # To manual: the turn in progress (`_current`) is what the client's commit sends.
                 self._detector = self._new_detector()
@@ -198,11 +198,14 @@ class Session:
 
     # ------------------------------------------------------------------ client commands
 
-    def commit(self, now: float, event_id: str | None) -> tuple[list[Event], Utterance]:
+    def _open_item(self) -> tuple[str, int]:
+        """What a commit now sends: the turn in progress, or all audio since the last commit."""
         if self._current is not None:
-            item_id, start = self._current
-        else:
-            item_id, start = protocol.new_id("item"), max(self.commit_start, self.log.base)
+            return self._current
+        return protocol.new_id("item"), max(self.commit_start, self.log.base)
+
+    def commit(self, now: float, event_id: str | None) -> tuple[list[Event], Utterance]:
+        item_id, start = self._open_item()
         length_ms = self._ms(self.log.end - start)
         if length_ms < protocol.MIN_COMMIT_MS:
             raise ProtocolError(
