@@ -579,6 +579,27 @@ def test_text_stage_sketches_say_what_speech_utterances_say(fresh_salm, corpus) 
     assert several and shuffled and len(shuffled) < len(answers)
 
 
+def test_text_stage_shares_of_sketches_and_shuffles_are_settings(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
+    """`text_asr_share` 1 and `text_shuffled_share` 1: every text-stage sequence is the ASR
+    prompt with a sketch, and no sketch says a sentence of the corpus."""
+    from export.train.trainer import TextStage, TrainConfig
+
+    train = list(corpus.train)
+    config = TrainConfig(text_asr_share=1.0, text_shuffled_share=1.0)
+    stage = TextStage(fresh_salm, fresh_salm.tokenizer.tokenizer, train, config)
+    head, _ = stage.examples.asr_template
+    tokenizer = fresh_salm.tokenizer.tokenizer
+    rows = 0
+    for step in range(4):
+        ids, scored, _, noise, _ = stage.batch(step)
+        for row, score, level in zip(ids.tolist(), scored.tolist(), noise.tolist()):
+            rows += 1
+            assert row[: len(head)] == head and any(level)
+            answer = tokenizer.decode([t for t, s in zip(row, score) if s][:-1])
+            assert not any(answer.startswith(s) for s in train), answer
+    assert rows == 4 * config.text.batch
+
+
 def test_every_token_an_utterance_can_say_is_one_both_stages_train(fresh_salm, corpus) -> None:  # type: ignore[no-untyped-def]
     """Shuffled utterances put any word first (no space before it) or after any other: their
     tokens must all be in the text stage's rows and stage asr's candidates, or a lookup of -1
@@ -716,6 +737,30 @@ def test_training_settings_from_the_command_line() -> None:
     for bad in ("nope=1", "asr=3", "asr.nope=1", "seed.steps=1", "text.steps=1.5", "asr_replay_weight", "ctc_weight=x"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             apply_overrides(TrainConfig(), [bad])
+
+
+def test_training_from_a_shipped_model_checks_its_arguments(tmp_path: Path) -> None:
+    """`--from DIR` runs stages text and asr in one process on the shipped encoder: another
+    `--stage`, an encoder that would train without its heads, or a directory without a training
+    record stop the run before any work, with a message that says why."""
+    import argparse
+
+    from export.train.command import Run, add_arguments
+
+    def run(*argv: str) -> Run:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return Run(parser.parse_args(["--work", str(tmp_path / "work"), *argv]))
+
+    shipped = Path(__file__).resolve().parents[1] / "export" / "demo"
+    with pytest.raises(SystemExit, match="--stage"):
+        run("--from", str(shipped), "--stage", "text")
+    with pytest.raises(SystemExit, match="asr_encoder_lr_scale"):
+        run("--from", str(shipped), "--set", "asr_encoder_lr_scale=0.1")
+    with pytest.raises(SystemExit, match="training.json"):
+        run("--from", str(tmp_path))
+    started = run("--from", str(shipped))
+    assert started.start_record is not None and started.start_record["weights_sha256"]
 
 
 def test_training_log_gains_new_columns_without_losing_rows(tmp_path: Path) -> None:

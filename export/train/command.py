@@ -7,6 +7,8 @@ Steps, each resumable (a killed run restarts where its last checkpoint left it):
      side, one core each), then stages "bridge" and "asr" (export/train/trainer.py), checkpointed
      every few minutes;
   4. the trained checkpoint packed into `--out` (weights.safetensors, training.json, curve PNG).
+With `--from DIR` the run starts from a shipped model instead of the seeded draw: stage text
+continues its LLM, its encoder and projection stay (no stages encoder and bridge), then stage asr.
 """
 
 from __future__ import annotations
@@ -31,7 +33,18 @@ from canary_qwen.mel import LogMel
 from canary_qwen.prompt import asr_messages, asr_prompt_ids
 from canary_qwen.tokenizer import IM_END_ID
 from canary_qwen.wer import word_error_rate
-from export.demo import DEMO_DIR, DEMO_SEED, DEMO_SIZES, EMBED_SCALE, pack, sha256, starting_point
+from export.demo import (
+    DEMO_DIR,
+    DEMO_SEED,
+    DEMO_SIZES,
+    EMBED_SCALE,
+    DemoWeightsError,
+    build_demo,
+    pack,
+    read_record,
+    sha256,
+    starting_point,
+)
 from export.tiny import build_tiny
 from export.train.corpus import load_corpus, token_forms
 from export.train.llm_mode import Replay, repeat_score
@@ -162,6 +175,9 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.work: Path = args.work
         self.stage: str = args.stage
+        # A shipped model to start from (`--from`): its record, read before `--out` may replace it.
+        self.start: Path | None = args.start
+        self.start_record: dict[str, Any] | None = None
         self.out: Path = args.out
         self.curve: Path = args.curve
         self.config = TrainConfig(seed=args.seed)
@@ -179,6 +195,16 @@ class Run:
             apply_overrides(self.config, args.set)
         except ValueError as err:
             raise SystemExit(f"--set {err}") from None
+        if self.start is not None:
+            if self.stage != "all":
+                raise SystemExit("--from runs stages text and asr in one process: leave --stage at all")
+            if self.config.asr_encoder_lr_scale > 0:
+                raise SystemExit("--from keeps the shipped encoder, whose auxiliary heads were not shipped: "
+                                 "asr_encoder_lr_scale must stay 0")
+            try:
+                self.start_record = read_record(self.start / "training.json")
+            except DemoWeightsError as err:
+                raise SystemExit(str(err)) from None
         self.work.mkdir(parents=True, exist_ok=True)
         self.log = Log(self.work / "log.csv")
         self.copy_score: dict[str, float] = {}
@@ -213,9 +239,12 @@ class Run:
             gen.start()
         from nemo.collections.speechlm2.models import SALM
 
-        model = SALM.from_pretrained(str(seeded))
+        if self.start is None:
+            model = SALM.from_pretrained(str(seeded))
+            _reinit_llm(model, self.config.seed)
+        else:
+            model = SALM.from_pretrained(str(self._start_checkpoint()))
         model.train()
-        _reinit_llm(model, self.config.seed)
         tokenizer = model.tokenizer.tokenizer  # the transformers tokenizer NeMo wraps
         clips = _eval_set(list(corpus.held_out), self.config.seed)
         corpus_ids = self._corpus_ids(corpus.train)
@@ -223,13 +252,19 @@ class Run:
         # Stage text trains the LLM, stage encoder the encoder: neither reads the other's work.
         if self.stage != "encoder":
             self._text_stage(model, tokenizer, list(corpus.train), list(corpus.held_out))
-        if self.stage != "text":
+        # From a shipped model the encoder and projection are its own (stages encoder and bridge
+        # skipped): the real recipe too starts from a trained encoder.
+        if self.stage != "text" and self.start is None:
             encoder_stage = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "encoder")
         if self.stage != "all":
             if gen.is_alive():
                 gen.terminate()
             return 0
-        bridge = self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "bridge", heads_from=encoder_stage)
+        bridge = None
+        if self.start is None:
+            bridge = self._asr_stage(
+                model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "bridge", heads_from=encoder_stage
+            )
         examples = ChatExamples(tokenizer)
         replay = Replay(examples, list(corpus.train), self.config.seed, self.config.asr_replay_batch)
         self._asr_stage(model, asr_prompt_ids(tokenizer), corpus_ids, clips, phoneme_names, "asr", heads_from=bridge, replay=replay)
@@ -243,6 +278,17 @@ class Run:
         if gen.is_alive():
             gen.terminate()
         return 0
+
+    def _start_checkpoint(self) -> Path:
+        """The `--from` model in the hub layout (built again each time: it is quick, and a
+        resumed run must not read a half-written one)."""
+        assert self.start is not None
+        path = self.work / "from"
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            return build_demo(path, self.start / "weights.safetensors", self.start / "training.json")
+        except DemoWeightsError as err:
+            raise SystemExit(str(err)) from None
 
     @staticmethod
     def _corpus_ids(train: tuple[str, ...]) -> list[int]:
@@ -396,6 +442,8 @@ class Run:
                 "held_out_voices": list(HELD_OUT_VOICES),
             },
             "runs": json.loads((self.work / "runs.json").read_text()),
+            # `--from`: the shipped model this run started from, with its own record.
+            **({"from": self.start_record} if self.start_record is not None else {}),
             "wall_time_s": {k: round(v) for k, v in self.timing.items()},
             "final": self._final_losses(),
             "text_stage_copy": self.copy_score,
@@ -437,6 +485,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a training setting (export/train/trainer.py TrainConfig; a stage's as asr.peak_lr=5e-4), repeatable; "
         "the shipped training.json records the config",
+    )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="start from a shipped demo model (DIR/weights.safetensors and training.json): stage text continues "
+        "its LLM, its encoder and projection are kept (no stages encoder and bridge), then stage asr",
     )
     parser.add_argument(
         "--stage",

@@ -112,13 +112,15 @@ def _sentence_count(rng: np.random.Generator) -> int:
     return int(rng.integers(4, 9))
 
 
-def utterance_sentences(train: Sequence[str], rng: np.random.Generator, words_per_minute: int) -> list[str]:
-    """What one training utterance says: 1-8 sentences (or shuffles of their words), no more
-    than a voice at this rate says within the length cap. The text stage's audio sketches draw
-    from here too, so the base reads what the speech holds."""
+def utterance_sentences(
+    train: Sequence[str], rng: np.random.Generator, words_per_minute: int, shuffled_share: float = SHUFFLED_UTTERANCES
+) -> list[str]:
+    """What one training utterance says: 1-8 sentences (or, at `shuffled_share`, shuffles of
+    their words), no more than a voice at this rate says within the length cap. The text stage's
+    audio sketches draw from here too, so the base reads what the speech holds."""
     count = _sentence_count(rng)
     sentences = [train[int(i)] for i in rng.integers(len(train), size=count)]
-    if rng.random() < SHUFFLED_UTTERANCES:
+    if rng.random() < shuffled_share:
         sentences = [shuffled_words([s, train[int(rng.integers(len(train)))]], rng) for s in sentences]
     # espeak speaks about 2.5 words a second at 160 wpm: keep the whole under the cap.
     budget = MAX_UTTERANCE_SECONDS * words_per_minute / 60 * 0.85
