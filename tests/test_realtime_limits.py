@@ -155,6 +155,28 @@ async def test_audio_faster_than_it_can_be_transcribed_is_bounded(limited_gatewa
     assert events[-1]["error"]["code"] == "buffer_limit_exceeded", [e.get("error", e["type"]) for e in events]
 
 
+async def test_what_was_committed_is_still_sent_when_the_buffer_limit_ends_the_session(
+    limited_gateway: GatewayProcess,
+) -> None:
+    """Audio committed just before appends overrun the buffered-audio limit is still
+    transcribed and its results sent, before the `buffer_limit_exceeded` error."""
+    await _no_session_open(limited_gateway)
+    async with connect(_url(limited_gateway)) as ws:
+        await ws.recv()
+        await ws.send(json.dumps(MANUAL))
+        for _ in range(3):  # 0.5 s each: 1.5 s waiting for transcription, then the flood
+            for _ in range(2):
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        for _ in range(int(BUFFERED_S / 0.25) + 3):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
+        events, code = await _closed_with(ws, 60)
+    assert code == 1008 and events[-1]["error"]["code"] == "buffer_limit_exceeded"
+    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    done = [e["item_id"] for e in events if e["type"].endswith(("transcription.completed", "transcription.failed"))]
+    assert len(committed) == 3 and done == committed
+
+
 async def test_message_over_the_limit_is_refused_but_the_session_goes_on(limited_gateway: GatewayProcess) -> None:
     await _no_session_open(limited_gateway)
     async with connect(_url(limited_gateway)) as ws:

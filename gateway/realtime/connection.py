@@ -6,7 +6,8 @@ utterance's Triton call starts as soon as it is committed, so they batch with ev
 else), and the writer (one bounded queue of server events). Limits end the session with an
 `error` event and a close code: 1008 for the client's limits (idle, session length, buffered
 audio, not reading), 1013 when the gateway has no session slot free, 1011 on a gateway bug.
-A disconnect cancels everything, Triton calls included.
+Before a client limit other than not reading closes it, what was committed is still
+transcribed and sent (bounded). A disconnect cancels everything, Triton calls included.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import NoReturn
 from dataclasses import dataclass, replace
 
 import anyio
@@ -237,14 +239,9 @@ class _Connection:
                     message = await self.websocket.receive()
             except TimeoutError:
                 if left > self.limits.idle_timeout_s:
-                    raise _limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout") from None
-                # The session's time is up: nothing more is read, but what was committed is still
-                # transcribed and sent (bounded), then the error and the close.
-                with anyio.move_on_after(_DRAIN_S):
-                    await self.jobs.join()
-                raise _limit_error(
-                    f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"
-                ) from None
+                    await self._end(_limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout"))
+                await self._end(_limit_error(
+                    f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"))
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
@@ -261,6 +258,17 @@ class _Connection:
                 await self._handle(text, jobs)
             except ProtocolError as exc:
                 self.send(protocol.from_protocol_error(exc))
+            except CloseSession as close:
+                if close.reason != "buffer_limit_exceeded":
+                    raise  # a client that does not read gets nothing more
+                await self._end(close)
+
+    async def _end(self, close: CloseSession) -> NoReturn:
+        """End the session for one of the client's limits: nothing more is read, but what was
+        committed is still transcribed and sent (up to `_DRAIN_S`), then the error and the close."""
+        with anyio.move_on_after(_DRAIN_S):
+            await self.jobs.join()
+        raise close
 
     async def _handle(self, text: str, jobs: list[_Job]) -> None:
         event = protocol.parse_client_event(text)
