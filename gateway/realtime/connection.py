@@ -18,8 +18,8 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import NoReturn
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 import anyio
 import numpy as np
