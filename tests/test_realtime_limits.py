@@ -75,6 +75,21 @@ def _silence(seconds: float) -> str:
     return base64.b64encode(np.zeros(int(seconds * 16000), "<i2").tobytes()).decode("ascii")
 
 
+async def _commit_three(ws: ClientConnection) -> None:
+    """Three commits of 0.5 s each, in 0.25 s appends (under the 16 kB message limit)."""
+    for _ in range(3):
+        for _ in range(2):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+
+
+def _assert_three_committed_and_sent(events: list[dict[str, Any]]) -> None:
+    """`_commit_three`'s items were committed and each got its result, in commit order."""
+    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    done = [e["item_id"] for e in events if e["type"].endswith(("transcription.completed", "transcription.failed"))]
+    assert len(committed) == 3 and done == committed
+
+
 async def test_second_session_is_refused_with_1013(limited_gateway: GatewayProcess) -> None:
     await _no_session_open(limited_gateway)
     async with connect(_url(limited_gateway)) as first:
@@ -130,15 +145,10 @@ async def test_what_was_committed_is_still_sent_when_the_session_ends(limited_ga
         while (left := started + SESSION_S - 0.3 - time.monotonic()) > 0:  # never idle until then
             await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
             await asyncio.sleep(min(left, IDLE_S / 3))
-        for _ in range(3):  # 0.5 s each, in 0.25 s appends (under the 16 kB message limit)
-            for _ in range(2):
-                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
-            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await _commit_three(ws)
         events, code = await _closed_with(ws, 60)
     assert code == 1008 and events[-1]["error"]["code"] == "session_expired"
-    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
-    done = [e["item_id"] for e in events if e["type"].endswith(("transcription.completed", "transcription.failed"))]
-    assert len(committed) == 3 and done == committed
+    _assert_three_committed_and_sent(events)
 
 
 async def test_audio_faster_than_it_can_be_transcribed_is_bounded(limited_gateway: GatewayProcess) -> None:
@@ -164,17 +174,12 @@ async def test_what_was_committed_is_still_sent_when_the_buffer_limit_ends_the_s
     async with connect(_url(limited_gateway)) as ws:
         await ws.recv()
         await ws.send(json.dumps(MANUAL))
-        for _ in range(3):  # 0.5 s each: 1.5 s waiting for transcription, then the flood
-            for _ in range(2):
-                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
-            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await _commit_three(ws)  # 1.5 s waiting for transcription, then the flood
         for _ in range(int(BUFFERED_S / 0.25) + 3):
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": _silence(0.25)}))
         events, code = await _closed_with(ws, 60)
     assert code == 1008 and events[-1]["error"]["code"] == "buffer_limit_exceeded"
-    committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
-    done = [e["item_id"] for e in events if e["type"].endswith(("transcription.completed", "transcription.failed"))]
-    assert len(committed) == 3 and done == committed
+    _assert_three_committed_and_sent(events)
 
 
 async def test_message_over_the_limit_is_refused_but_the_session_goes_on(limited_gateway: GatewayProcess) -> None:

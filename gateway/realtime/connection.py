@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import NoReturn
 
 import anyio
 import numpy as np
@@ -53,17 +52,20 @@ _DRAIN_S = 30.0  # at the session's end, how long the results of committed audio
 
 
 class CloseSession(Exception):
-    """End the session: send `error` (if any), then close with `code`."""
+    """End the session: send `error` (if any), then close with `code`. With `drain`, the
+    results of audio already committed are sent first (up to `_DRAIN_S`)."""
 
-    def __init__(self, code: int, reason: str, error: Event | None = None) -> None:
+    def __init__(self, code: int, reason: str, error: Event | None = None, drain: bool = False) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.error = error
+        self.drain = drain
 
 
-def _limit_error(message: str, code: str) -> CloseSession:
-    return CloseSession(CLOSE_POLICY, code, protocol.error_event(message, code=code))
+def _limit_error(message: str, code: str, drain: bool = True) -> CloseSession:
+    """One of the client's limits; a client that still reads gets what it committed."""
+    return CloseSession(CLOSE_POLICY, code, protocol.error_event(message, code=code), drain)
 
 
 @dataclass
@@ -182,7 +184,7 @@ class _Connection:
         except asyncio.QueueFull:
             raise _limit_error(
                 f"the client is not reading: {self.limits.max_queued_events} server events are waiting",
-                "client_not_reading") from None
+                "client_not_reading", drain=False) from None
 
     async def run(self) -> str:
         self.send(protocol.session_created(self.session.id, self.session.config, self.beta))
@@ -232,6 +234,15 @@ class _Connection:
     # ------------------------------------------------------------------ reader
 
     async def _reader(self, jobs: list[_Job], ends_at: float) -> None:
+        try:
+            await self._read_events(jobs, ends_at)
+        except CloseSession as close:
+            if close.drain:  # nothing more is read; what was committed is still sent
+                with anyio.move_on_after(_DRAIN_S):
+                    await self.jobs.join()
+            raise
+
+    async def _read_events(self, jobs: list[_Job], ends_at: float) -> None:
         while True:
             left = ends_at - time.monotonic()
             try:
@@ -239,9 +250,10 @@ class _Connection:
                     message = await self.websocket.receive()
             except TimeoutError:
                 if left > self.limits.idle_timeout_s:
-                    await self._end(_limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout"))
-                await self._end(_limit_error(
-                    f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"))
+                    raise _limit_error(f"no client event for {self.limits.idle_timeout_s:g} s", "idle_timeout") from None
+                raise _limit_error(
+                    f"the session reached its maximum duration of {self.limits.max_session_s:g} s", "session_expired"
+                ) from None
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
@@ -258,17 +270,6 @@ class _Connection:
                 await self._handle(text, jobs)
             except ProtocolError as exc:
                 self.send(protocol.from_protocol_error(exc))
-            except CloseSession as close:
-                if close.reason != "buffer_limit_exceeded":
-                    raise  # a client that does not read gets nothing more
-                await self._end(close)
-
-    async def _end(self, close: CloseSession) -> NoReturn:
-        """End the session for one of the client's limits: nothing more is read, but what was
-        committed is still transcribed and sent (up to `_DRAIN_S`), then the error and the close."""
-        with anyio.move_on_after(_DRAIN_S):
-            await self.jobs.join()
-        raise close
 
     async def _handle(self, text: str, jobs: list[_Job]) -> None:
         event = protocol.parse_client_event(text)
