@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from gateway.realtime.audio_input import PcmResampler, decode_base64_pcm16
 from gateway.realtime.protocol import ProtocolError, ServerVad, SessionConfig
 from gateway.realtime.session import SampleLog, Session, Utterance
 from gateway.realtime.turns import SpeechEnd, SpeechStart, StreamingVad, TurnDetector
+from tests.fixtures.audio.speech import read_audio, speech_extent, synthesize
 from tests.fixtures.realtime import SpokenScript
 
 MODEL = "canary-qwen-2.5b"
@@ -34,8 +36,8 @@ MODEL = "canary-qwen-2.5b"
 
 
 def detector(**overrides: int | float) -> TurnDetector:
-    options: dict[str, int | float] = {"threshold": 0.5, "silence_frames": 5, "min_speech_frames": 3,
-                                       "max_speech_frames": 1000}
+    options: dict[str, int | float] = {"threshold": 0.5, "silence_frames": 5, "min_speech_frames": 6,
+                                       "max_speech_frames": 1000, "lone_word_frames": 3}
     options.update(overrides)
     return TurnDetector(**options)  # type: ignore[arg-type]
 
@@ -50,9 +52,21 @@ def test_turn_starts_once_confirmed_and_ends_after_the_silence() -> None:
 
 
 def test_short_burst_and_short_dip_do_not_make_turns() -> None:
-    assert detector().push(probs((0.0, 5), (0.9, 2), (0.0, 10))) == []  # shorter than min speech
+    assert detector().push(probs((0.0, 5), (0.9, 2), (0.0, 10))) == []  # shorter than a lone word
     # A dip shorter than the silence does not end the turn.
     assert detector().push(probs((0.9, 10), (0.0, 4), (0.9, 10), (0.0, 6))) == [SpeechStart(0), SpeechEnd(24)]
+
+
+def test_a_lone_short_word_is_a_turn_once_the_silence_ends_it() -> None:
+    """Under min speech but a lone word's length: nothing while it may still be a click in
+    speech to come, then the whole turn when the silence has ended it."""
+    turns = detector()
+    assert turns.push(probs((0.0, 5), (0.9, 4), (0.0, 4))) == []
+    assert not turns.speaking
+    assert turns.push(probs((0.0, 1))) == [SpeechStart(5), SpeechEnd(9)]
+    assert turns.start is None and not turns.speaking
+    # The same burst is no turn at all when it is shorter than a lone word's minimum.
+    assert detector(lone_word_frames=5).push(probs((0.0, 5), (0.9, 4), (0.0, 10))) == []
 
 
 def test_hysteresis_keeps_speech_between_the_thresholds() -> None:
@@ -196,6 +210,22 @@ def test_server_vad_session_commits_each_sentence(realtime_script: SpokenScript)
     starts = [e["audio_start_ms"] / 1000 for e in events if e["type"].endswith("speech_started")]
     for segment, start in zip(realtime_script.segments, starts, strict=True):
         assert segment.start_s - 0.45 <= start <= segment.start_s + 0.15
+
+
+@pytest.mark.parametrize(("word", "voice", "rate"), [
+    ("Go.", "en-us", 220), ("No.", "en-us", 220), ("Stop.", "en-gb", 160), ("Sure.", "en-gb", 220)])
+def test_a_lone_short_word_is_committed(audio_dir: Path, word: str, voice: str, rate: int) -> None:
+    """Words Silero hears for 0.19-0.23 s, under min speech: these were dropped unheard."""
+    samples, sample_rate = read_audio(synthesize(word, audio_dir, voice=voice, words_per_minute=rate))
+    start, end = speech_extent(samples, sample_rate)
+    silence = np.zeros(sample_rate, dtype=np.float32)
+    pcm = (np.concatenate([silence, samples, silence, silence]) * 32767).astype(np.int16)
+    session = Session(SessionConfig(model=MODEL, sample_rate=sample_rate), shared_vad(), sample_rate, 40.0)
+    events, utterances = feed(session, pcm)
+    assert [e["type"] for e in events] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                                           "input_audio_buffer.committed"]
+    (utterance,) = utterances
+    assert utterance.start <= silence.size + start and utterance.end >= silence.size + end
 
 
 def test_retained_audio_stays_bounded_in_a_long_session(realtime_script: SpokenScript) -> None:

@@ -64,7 +64,7 @@ class VadOptions:
 
     threshold: float = 0.5  # probability that starts speech
     neg_threshold: float = 0.35  # probability below which speech may end (hysteresis)
-    min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, breaths), but for a lone word (LONE_WORD_AUDIO_S)
+    min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, breaths), but for a lone word (lone_word_s)
     min_silence_s: float = 0.1  # shorter dips do not end speech
     speech_pad_s: float = 0.1  # added on both sides of each segment, so word edges survive
 
@@ -73,10 +73,16 @@ class VadOptions:
         gap = VadOptions.threshold - VadOptions.neg_threshold
         return replace(self, threshold=threshold, neg_threshold=max(0.01, threshold - gap))
 
+    @property
+    def lone_word_s(self) -> float:
+        """The speech a lone short word ("hi", "yes": 0.15-0.25 s) needs where one may stand alone."""
+        return self.min_speech_s / 2
 
-# Audio this short whose only speech is a burst under min_speech_s is one short word ("hi",
-# "yes": 0.15-0.25 s of speech), not silence; bursts of half the minimum count there. In longer
-# audio such bursts are coughs and clicks, and the model would put words to them.
+
+# Audio this short whose only speech is a burst under min_speech_s is one short word, not
+# silence: bursts of `lone_word_s` count there. In longer audio such bursts are coughs and
+# clicks, and the model would put words to them; a live session's turn is the exception
+# (gateway/realtime/turns.py): silence ends it, so a burst alone between silences is a word.
 LONE_WORD_AUDIO_S = 5.0
 
 
@@ -199,7 +205,7 @@ def segments_from_probabilities(
     probs: np.ndarray, frame: int, sample_rate: int, n_samples: int, options: VadOptions
 ) -> list[SpeechSegment]:
     """Hysteresis over frame probabilities (silero's rule): enter at `threshold`, leave after
-    `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` (under half of it
+    `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` (under `lone_word_s`
     in audio of a lone short word, LONE_WORD_AUDIO_S); pad and merge overlaps."""
     min_silence = max(1, round(options.min_silence_s * sample_rate / frame))
     min_speech = options.min_speech_s * sample_rate
@@ -224,7 +230,7 @@ def segments_from_probabilities(
     spans = [(first * frame, min(last * frame, n_samples)) for first, last in raw]
     kept = [(begin, end) for begin, end in spans if end - begin >= min_speech]
     if not kept and n_samples <= LONE_WORD_AUDIO_S * sample_rate:
-        kept = [(begin, end) for begin, end in spans if end - begin >= min_speech / 2]
+        kept = [(begin, end) for begin, end in spans if end - begin >= options.lone_word_s * sample_rate]
     merged: list[SpeechSegment] = []
     for begin, end in kept:
         begin, end = max(0, begin - pad), min(n_samples, end + pad)

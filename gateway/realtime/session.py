@@ -22,8 +22,8 @@ from gateway.realtime.protocol import ProtocolError, SessionConfig
 from gateway.realtime.turns import SpeechEnd, SpeechStart, StreamingVad, TurnDetector
 
 Event = dict[str, Any]
-_END_PAD_S = VadOptions().speech_pad_s  # the file path's pad after speech, so word ends survive
-_MIN_SPEECH_S = VadOptions().min_speech_s
+_VAD = VadOptions()  # the file path's speech rules
+_END_PAD_S = _VAD.speech_pad_s  # the file path's pad after speech, so word ends survive
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ class Session:
         detector = TurnDetector(
             threshold=vad.threshold,
             silence_frames=self._frames(vad.silence_duration_ms),
-            min_speech_frames=self._frames(_MIN_SPEECH_S * 1000),
+            min_speech_frames=self._frames(_VAD.min_speech_s * 1000),
+            lone_word_frames=self._frames(_VAD.lone_word_s * 1000),
             max_speech_frames=int(self._max_utterance_s * self.model_rate) // self._vad.frame,
         )
         detector.frame_index = self.log.end // self._vad.frame

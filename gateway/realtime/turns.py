@@ -5,6 +5,9 @@ appends, so a stream scores exactly as `SileroVad.frame_probabilities` scores th
 signal sequentially. `TurnDetector` is the file path's hysteresis (gateway/audio/vad.py:
 enter at `threshold`, leave below `threshold - 0.15`) made causal: speech is announced once
 it has lasted `min_speech`, and ends after `silence_duration_ms` below the exit threshold.
+A burst shorter than `min_speech` that the silence ends is a turn too, announced then, if it
+has a lone word's speech (`VadOptions.lone_word_s`): an answer of one short word ("No.",
+"Go.") is 0.19-0.23 s of voiced frames, and dropping it would lose what was said.
 """
 
 from __future__ import annotations
@@ -58,11 +61,12 @@ class TurnDetector:
     """Causal hysteresis over frame probabilities -> start/end events (pure logic)."""
 
     def __init__(self, *, threshold: float, silence_frames: int, min_speech_frames: int,
-                 max_speech_frames: int) -> None:
+                 max_speech_frames: int, lone_word_frames: int) -> None:
         self.threshold = threshold
         self.exit_threshold = VadOptions().at_threshold(threshold).neg_threshold
         self.silence_frames = max(1, silence_frames)
         self.min_speech_frames = max(1, min_speech_frames)
+        self.lone_word_frames = min(max(1, lone_word_frames), self.min_speech_frames)
         self.max_speech_frames = max(self.min_speech_frames + 1, max_speech_frames)
         self.frame_index = 0  # frames seen so far
         self.start: int | None = None  # first frame of the speech being tracked
@@ -97,6 +101,9 @@ class TurnDetector:
                 self._below += 1
                 if self._below >= self.silence_frames:
                     end = index - self._below + 1
+                    if not self.confirmed and self._voiced >= self.lone_word_frames:
+                        events.append(SpeechStart(self.start))  # a lone short word, complete
+                        self.confirmed = True
                     if self.confirmed:
                         events.append(SpeechEnd(end))
                     self.reset()
