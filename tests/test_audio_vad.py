@@ -10,7 +10,7 @@ import pytest
 from gateway.audio import SileroVad, VadOptions, decode_audio, has_speech
 from gateway.audio.vad import LONE_WORD_AUDIO_S, segments_from_probabilities
 from tests.fixtures.audio import Utterance
-from tests.fixtures.audio.speech import read_audio, synthesize
+from tests.fixtures.audio.speech import read_audio, speech_extent, synthesize
 
 RATE = 16000
 
@@ -107,20 +107,24 @@ def test_short_dips_do_not_end_speech() -> None:
 
 
 def test_a_lone_short_word_is_speech_but_not_beside_longer_speech() -> None:
-    """A short recording of one short word ("hi": 6 frames) is not silence; the same burst next
-    to longer speech, or in a long recording, is dropped like any other, and a click (2 frames)
-    always is."""
+    """A short word ("hi": 6 frames) is speech where it stands alone: in a short recording, or
+    0.5 s clear of any other burst in a long one (a "Yes." in a meeting, once dropped unheard);
+    0.32 s from longer speech it is dropped like a breath, and a click (2 frames) always is."""
     opts = VadOptions(min_speech_s=0.25, speech_pad_s=0.0)  # 0.25 s is 8 frames
-    word = np.array([0.0] * 10 + [0.95] * 6 + [0.0] * 20, dtype=np.float32)
-    assert [(s.start // FRAME, s.end // FRAME) for s in segments_from_probabilities(word, FRAME, RATE, word.size * FRAME, opts)] == [(10, 16)]
-    beside = np.concatenate([word, np.full(20, 0.95, dtype=np.float32), np.zeros(20, dtype=np.float32)])
-    found = segments_from_probabilities(beside, FRAME, RATE, beside.size * FRAME, opts)
-    assert [(s.start // FRAME, s.end // FRAME) for s in found] == [(36, 56)]
-    click = np.array([0.0] * 10 + [0.95] * 2 + [0.0] * 20, dtype=np.float32)
-    assert segments_from_probabilities(click, FRAME, RATE, click.size * FRAME, opts) == []
-    # In longer audio such a burst is a cough or a click, and the model would put words to it.
-    long = np.concatenate([word, np.zeros(int(LONE_WORD_AUDIO_S * RATE / FRAME), dtype=np.float32)])
-    assert segments_from_probabilities(long, FRAME, RATE, long.size * FRAME, opts) == []
+
+    def found(*runs: tuple[float, int]) -> list[tuple[int, int]]:
+        probs = np.concatenate([np.full(count, value, dtype=np.float32) for value, count in runs])
+        return [(s.start // FRAME, s.end // FRAME)
+                for s in segments_from_probabilities(probs, FRAME, RATE, probs.size * FRAME, opts)]
+
+    long = int(LONE_WORD_AUDIO_S * RATE / FRAME)  # frames of silence that make a recording long
+    assert found((0.0, 10), (0.95, 6), (0.0, 20)) == [(10, 16)]
+    assert found((0.0, 10), (0.95, 6), (0.0, long), (0.95, 20), (0.0, 20)) == [(10, 16), (16 + long, 36 + long)]
+    assert found((0.0, 10), (0.95, 20), (0.0, 16), (0.95, 6), (0.0, long)) == [(10, 30), (46, 52)]  # 0.51 s clear
+    assert found((0.0, 10), (0.95, 6), (0.0, 10), (0.95, 20), (0.0, 20)) == [(26, 46)]
+    assert found((0.0, 10), (0.95, 6), (0.0, 10), (0.95, 20), (0.0, long)) == [(26, 46)]
+    assert found((0.0, 10), (0.95, 2), (0.0, 20)) == []
+    assert found((0.0, long), (0.95, 2), (0.0, long), (0.95, 20), (0.0, 20)) == [(2 * long + 2, 2 * long + 22)]
 
 
 def test_a_spoken_short_word_makes_a_piece_and_a_cue(audio_dir: Path, vad: SileroVad) -> None:
@@ -133,6 +137,23 @@ def test_a_spoken_short_word_makes_a_piece_and_a_cue(audio_dir: Path, vad: Siler
     assert len(bursts) == 1 and bursts[0].end - bursts[0].start < VadOptions().min_speech_s * rate
     assert len(split_on_pauses(samples, rate, 40.0, vad=vad)) == 1
     assert len(plan_cues(speech_map(samples, rate, CueCutOptions(), vad=vad), CueCutOptions())) == 1
+
+
+def test_a_spoken_short_word_between_pauses_is_in_a_piece(audio_dir: Path, vad: SileroVad) -> None:
+    """"Go." said briskly (Silero: 0.22 s of speech) between two sentences in a recording cut at
+    every pause (the demo model's `piece_pause_s`): the pause's silence is dropped, and the
+    word with it until lone words counted in long audio too."""
+    from gateway.audio.cutting import split_on_pauses
+    from gateway.chunking import model_pieces
+
+    sentence, rate = read_audio(synthesize("The weather was cold and grey all morning.", audio_dir))
+    word, _ = read_audio(synthesize("Go.", audio_dir, words_per_minute=220))
+    start, end = speech_extent(word, rate)
+    pause = np.zeros(rate, dtype=np.float32)
+    audio = np.concatenate([sentence, pause, word, pause, sentence])
+    at = sentence.size + pause.size
+    pieces = split_on_pauses(audio, rate, 40.0, vad=vad, options=model_pieces(0.15))
+    assert any(p.start <= at + start and p.end >= at + end for p in pieces), [(p.start_s, p.end_s) for p in pieces]
 
 
 def test_short_bursts_are_dropped_and_padding_merges() -> None:

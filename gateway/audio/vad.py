@@ -67,6 +67,7 @@ class VadOptions:
     min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, breaths), but for a lone word (lone_word_s)
     min_silence_s: float = 0.1  # shorter dips do not end speech
     speech_pad_s: float = 0.1  # added on both sides of each segment, so word edges survive
+    lone_word_gap_s: float = 0.5  # a burst this far from any other is alone (server_vad's default silence)
 
     def at_threshold(self, threshold: float) -> VadOptions:
         """These options starting speech at `threshold`, ending it the same hysteresis under it."""
@@ -79,10 +80,11 @@ class VadOptions:
         return self.min_speech_s / 2
 
 
-# Audio this short whose only speech is a burst under min_speech_s is one short word, not
-# silence: bursts of `lone_word_s` count there. In longer audio such bursts are coughs and
-# clicks, and the model would put words to them; a live session's turn is the exception
-# (gateway/realtime/turns.py): silence ends it, so a burst alone between silences is a word.
+# A burst under min_speech_s is one short word, not a click, where it stands alone: in audio
+# this short with no longer speech, or `lone_word_gap_s` clear of any other burst (a "Yes." in
+# a meeting; a live session's turn keeps it the same way, gateway/realtime/turns.py). Next to
+# speech such bursts are clicks and breaths, and the model would put words to them; the
+# pieces that speech goes in hear them anyway.
 LONE_WORD_AUDIO_S = 5.0
 
 
@@ -205,8 +207,8 @@ def segments_from_probabilities(
     probs: np.ndarray, frame: int, sample_rate: int, n_samples: int, options: VadOptions
 ) -> list[SpeechSegment]:
     """Hysteresis over frame probabilities (silero's rule): enter at `threshold`, leave after
-    `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` (under `lone_word_s`
-    in audio of a lone short word, LONE_WORD_AUDIO_S); pad and merge overlaps."""
+    `min_silence_s` below `neg_threshold`; drop bursts under `min_speech_s` but for lone words
+    of `lone_word_s` (LONE_WORD_AUDIO_S); pad and merge overlaps."""
     min_silence = max(1, round(options.min_silence_s * sample_rate / frame))
     min_speech = options.min_speech_s * sample_rate
     pad = round(options.speech_pad_s * sample_rate)
@@ -228,9 +230,16 @@ def segments_from_probabilities(
     if start is not None:
         raw.append((start, len(probs)))
     spans = [(first * frame, min(last * frame, n_samples)) for first, last in raw]
-    kept = [(begin, end) for begin, end in spans if end - begin >= min_speech]
+    lone_word = options.lone_word_s * sample_rate
+    gap = options.lone_word_gap_s * sample_rate
+    kept = [
+        (begin, end)
+        for i, (begin, end) in enumerate(spans)
+        if end - begin >= min_speech
+        or (end - begin >= lone_word and _clear_of(spans, i, gap))
+    ]
     if not kept and n_samples <= LONE_WORD_AUDIO_S * sample_rate:
-        kept = [(begin, end) for begin, end in spans if end - begin >= options.lone_word_s * sample_rate]
+        kept = [(begin, end) for begin, end in spans if end - begin >= lone_word]
     merged: list[SpeechSegment] = []
     for begin, end in kept:
         begin, end = max(0, begin - pad), min(n_samples, end + pad)
@@ -239,6 +248,13 @@ def segments_from_probabilities(
         else:
             merged.append(SpeechSegment(begin, end))
     return merged
+
+
+def _clear_of(spans: list[tuple[int, int]], index: int, gap: float) -> bool:
+    """Whether span `index` is at least `gap` from its neighbours (the audio's ends count as clear)."""
+    before = index == 0 or spans[index][0] - spans[index - 1][1] >= gap
+    after = index + 1 == len(spans) or spans[index + 1][0] - spans[index][1] >= gap
+    return before and after
 
 
 def _gather(audio: np.ndarray, first: np.ndarray, offsets: np.ndarray) -> np.ndarray:
