@@ -141,7 +141,7 @@ class Session:
         if old is None and new is not None:
             # Turn detection from now on; what the client appended since its last commit is
             # committed for it, as its own commit would (none of it is dropped unheard).
-            if self._ms(self.log.end - self._open_item()[1]) >= protocol.MIN_COMMIT_MS:
+            if self._ms(self.log.end - self._open_start()) >= protocol.MIN_COMMIT_MS:
                 committed, utterance = self.commit(now, None)
                 events, utterances = events + committed, utterances + [utterance]
         self.config = config
@@ -199,14 +199,15 @@ class Session:
 
     # ------------------------------------------------------------------ client commands
 
-    def _open_item(self) -> tuple[str, int]:
-        """What a commit now sends: the turn in progress, or all audio since the last commit."""
+    def _open_start(self) -> int:
+        """Where what a commit now sends starts: the turn in progress, or the last commit."""
         if self._current is not None:
-            return self._current
-        return protocol.new_id("item"), max(self.commit_start, self.log.base)
+            return self._current[1]
+        return max(self.commit_start, self.log.base)
 
     def commit(self, now: float, event_id: str | None) -> tuple[list[Event], Utterance]:
-        item_id, start = self._open_item()
+        item_id = self._current[0] if self._current is not None else protocol.new_id("item")
+        start = self._open_start()
         length_ms = self._ms(self.log.end - start)
         if length_ms < protocol.MIN_COMMIT_MS:
             raise ProtocolError(
