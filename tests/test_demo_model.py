@@ -741,8 +741,9 @@ def test_training_settings_from_the_command_line() -> None:
 
 def test_training_from_a_shipped_model_checks_its_arguments(tmp_path: Path) -> None:
     """`--from DIR` runs stages text and asr in one process on the shipped encoder: another
-    `--stage`, an encoder that would train without its heads, or a directory without a training
-    record stop the run before any work, with a message that says why."""
+    `--stage`, an encoder that would train on losses of heads that were not shipped, or a
+    directory without a training record stop the run before any work, with a message that says
+    why; the encoder may train on the LLM loss alone."""
     import argparse
 
     from export.train.command import Run, add_arguments
@@ -755,8 +756,13 @@ def test_training_from_a_shipped_model_checks_its_arguments(tmp_path: Path) -> N
     shipped = Path(__file__).resolve().parents[1] / "export" / "demo"
     with pytest.raises(SystemExit, match="--stage"):
         run("--from", str(shipped), "--stage", "text")
-    with pytest.raises(SystemExit, match="asr_encoder_lr_scale"):
+    with pytest.raises(SystemExit, match="ctc_weight=0, phoneme_weight=0, align_weight=0"):
         run("--from", str(shipped), "--set", "asr_encoder_lr_scale=0.1")
+    with pytest.raises(SystemExit, match="align_weight=0$"):
+        run("--from", str(shipped), "--set", "asr_encoder_lr_scale=0.1", "--set", "ctc_weight=0", "--set", "phoneme_weight=0")
+    on_the_llm_loss = run("--from", str(shipped), *(f"--set={key}=0" for key in ("ctc_weight", "phoneme_weight", "align_weight")),
+                          "--set", "asr_encoder_lr_scale=0.3")
+    assert on_the_llm_loss.config.asr_encoder_lr_scale == 0.3
     with pytest.raises(SystemExit, match="training.json"):
         run("--from", str(tmp_path))
     started = run("--from", str(shipped))

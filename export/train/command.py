@@ -198,9 +198,14 @@ class Run:
         if self.start is not None:
             if self.stage != "all":
                 raise SystemExit("--from runs stages text and asr in one process: leave --stage at all")
-            if self.config.asr_encoder_lr_scale > 0:
-                raise SystemExit("--from keeps the shipped encoder, whose auxiliary heads were not shipped: "
-                                 "asr_encoder_lr_scale must stay 0")
+            aligned = {"ctc_weight": self.config.ctc_weight, "phoneme_weight": self.config.phoneme_weight,
+                       "align_weight": self.config.align_weight}
+            if self.config.asr_encoder_lr_scale > 0 and any(aligned.values()):
+                # Its auxiliary heads were not shipped: from fresh ones those losses would
+                # send noise into a trained encoder. The LLM loss alone may train it.
+                raise SystemExit("--from trains the shipped encoder only on the LLM loss (its auxiliary heads "
+                                 "were not shipped): with asr_encoder_lr_scale above 0, set "
+                                 + ", ".join(f"{key}=0" for key, value in aligned.items() if value))
             try:
                 self.start_record = read_record(self.start / "training.json")
             except DemoWeightsError as err:
